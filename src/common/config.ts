@@ -58,36 +58,20 @@ function rangeText(kind: string, min?: number, max?: number): string {
   return `must be ${kind}`;
 }
 
-export const number = (options: { min?: number; max?: number } = {}): Rule<number> => {
-  const text = rangeText('a number', options.min, options.max);
-  return rule(text, (value, path, ctx) => {
-    if (typeof value !== 'number' || !Number.isFinite(value)) return fail(ctx, path, text, value);
-    if (options.min !== undefined && value < options.min) return fail(ctx, path, text, value);
-    if (options.max !== undefined && value > options.max) return fail(ctx, path, text, value);
-    return value;
-  });
-};
+function numeric(kind: string, accept: (n: number) => boolean) {
+  return (options: { min?: number; max?: number } = {}): Rule<number> => {
+    const text = rangeText(kind, options.min, options.max);
+    return rule(text, (value, path, ctx) => {
+      if (typeof value !== 'number' || !accept(value)) return fail(ctx, path, text, value);
+      if (options.min !== undefined && value < options.min) return fail(ctx, path, text, value);
+      if (options.max !== undefined && value > options.max) return fail(ctx, path, text, value);
+      return value;
+    });
+  };
+}
 
-export const integer = (options: { min?: number; max?: number } = {}): Rule<number> => {
-  const text = rangeText('an integer', options.min, options.max);
-  const inner = number(options);
-  return rule(text, (value, path, ctx) => {
-    if (typeof value !== 'number' || !Number.isInteger(value)) return fail(ctx, path, text, value);
-    return inner.parse(value, path, ctx) === undefined ? undefined : value;
-  });
-};
-
-export const boolean = (): Rule<boolean> =>
-  rule('must be true or false', (value, path, ctx) =>
-    typeof value === 'boolean' ? value : fail(ctx, path, 'must be true or false', value),
-  );
-
-export const oneOf = <const T extends string>(choices: readonly T[]): Rule<T> => {
-  const text = `must be one of ${choices.map((c) => JSON.stringify(c)).join(', ')}`;
-  return rule(text, (value, path, ctx) =>
-    (choices as readonly unknown[]).includes(value) ? (value as T) : fail(ctx, path, text, value),
-  );
-};
+export const number = numeric('a number', Number.isFinite);
+export const integer = numeric('an integer', Number.isInteger);
 
 /** `host:port`, with a port from 0 to 65535; IPv6 hosts in brackets. */
 export const hostPort = (): Rule<{ host: string; port: number }> => {
