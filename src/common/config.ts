@@ -73,6 +73,18 @@ function numeric(kind: string, accept: (n: number) => boolean) {
 export const number = numeric('a number', Number.isFinite);
 export const integer = numeric('an integer', Number.isInteger);
 
+export const boolean = (): Rule<boolean> =>
+  rule('must be true or false', (value, path, ctx) =>
+    typeof value === 'boolean' ? value : fail(ctx, path, 'must be true or false', value),
+  );
+
+export const oneOf = <const T extends string>(choices: readonly T[]): Rule<T> => {
+  const text = `must be one of ${choices.map((c) => JSON.stringify(c)).join(', ')}`;
+  return rule(text, (value, path, ctx) =>
+    (choices as readonly unknown[]).includes(value) ? (value as T) : fail(ctx, path, text, value),
+  );
+};
+
 /** `host:port`, with a port from 0 to 65535; IPv6 hosts in brackets. */
 export const hostPort = (): Rule<{ host: string; port: number }> => {
   const text = 'must be "host:port" with a port from 0 to 65535';
