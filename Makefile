@@ -49,7 +49,7 @@ test-unit: node_modules/.package-lock.json
 	tap test/common
 
 bench: build
-	@for b in bench/*/run.ts; do [ -f "$$b" ] && node --experimental-strip-types "$$b" || true; done
+	@set -e; for b in bench/*/run.ts; do [ -f "$$b" ] && TS_NODE_TRANSPILE_ONLY=1 node --import=@tapjs/typescript/import "$$b"; done
 
 services-up:
 	scripts/services.sh up all
