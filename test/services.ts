@@ -22,12 +22,12 @@ t.test('Kafka accepts a message and hands it back to a consumer', async (t) => {
   const producer = kafka.producer();
   await producer.connect();
   t.teardown(() => producer.disconnect());
-  await producer.send({ topic: topic!, messages: [{ key: 'k', value: 'hello' }] });
+  await producer.send({ topic: topic, messages: [{ key: 'k', value: 'hello' }] });
 
   const consumer = kafka.consumer({ groupId: uniqueId('group') });
   await consumer.connect();
   t.teardown(() => consumer.disconnect());
-  await consumer.subscribe({ topic: topic!, fromBeginning: true });
+  await consumer.subscribe({ topic: topic, fromBeginning: true });
   const received = await new Promise<string>((resolve) => {
     void consumer.run({
       eachMessage: async ({ message }) => resolve(message.value?.toString() ?? ''),

@@ -154,7 +154,7 @@ export const withDefault = <T>(r: Rule<T>, fallback: T | (() => T)): Field<T> =>
 });
 /** Optional with no default: absent stays undefined. */
 export const optional = <T>(r: Rule<T>): Field<T | undefined> => ({
-  rule: r as Rule<T | undefined>,
+  rule: r,
   optional: true,
 });
 

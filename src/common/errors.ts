@@ -43,7 +43,13 @@ function formatIssue(issue: ConfigIssue): string {
 /** Short, single-line rendering of a config value for error messages. */
 export function describeValue(value: unknown): string {
   if (value === undefined) return 'nothing';
-  const text = JSON.stringify(value) ?? String(value);
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch {
+    // Cycles and bigints cannot be rendered as JSON; the type still helps the reader.
+  }
+  text ??= `a ${typeof value}`;
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }
 
