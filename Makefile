@@ -9,9 +9,13 @@ BUNDLE := dist/skroutz-infra.cjs
 EXE := dist/skroutz-infra
 SOURCES := $(shell find src -name '*.ts' 2>/dev/null) package.json sea-config.json
 
-.PHONY: all build install check lint format test test-unit bench services-up services-down clean
+.PHONY: all setup build install check format test test-unit bench services-up services-down clean
 
 all: build
+
+# Everything a fresh machine needs: Debian packages, npm packages, the executable, the services.
+setup:
+	scripts/setup.sh
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -40,9 +44,10 @@ check: node_modules/.package-lock.json
 format: node_modules/.package-lock.json
 	prettier --write .
 
-# The suites spawn dist/skroutz-infra, so the executable is built first. The services (Redis,
-# Kafka, Docker) must be up: `scripts/services.sh up all`, which .ci/run does.
+# The suites spawn dist/skroutz-infra and use the real Redis, Kafka and Docker engine, so the
+# executable is built and the services are started (a no-op when they already run) first.
 test: build
+	scripts/services.sh up all
 	tap
 
 test-unit: node_modules/.package-lock.json

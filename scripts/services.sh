@@ -23,8 +23,11 @@
 # dockerd.log}. Docker keeps its images in its default data root, /var/lib/docker.
 #
 # Docker networking: dockerd runs with --iptables=false --bridge=none, so there is no "bridge"
-# network. Containers must run with `--network none` (or `--network host`); the default network
-# fails with "network bridge not found". The test image is skroutz-infra-test/busybox:latest:
+# network and no NAT. `--network none` is the mode to use: the container gets loopback only.
+# Leaving --network out (or asking for "bridge") also runs, and gives the same loopback-only
+# namespace on this engine (20.10). `--network host` works too and shares the host's network,
+# which is the only way for a container to reach 127.0.0.1 services such as Redis or Kafka.
+# Nothing can be pulled; the test image is built locally:
 #   docker run --rm --network none skroutz-infra-test/busybox:latest echo ok
 set -euo pipefail
 
@@ -103,14 +106,15 @@ stop_pid() {
 }
 
 # with_lock NAME CMD...: serialise up/down of one service across concurrent callers.
+# The lock is fd 9: every daemon started under it must get `9>&-`, or it holds the lock forever.
 with_lock() {
   local name="$1"
   shift
-  mkdir -p "$STATE_DIR"
+  mkdir -p "$STATE_DIR/locks"
   (
-    flock -w 600 9 || die "timed out waiting for $STATE_DIR/$name.lock"
+    flock -w 600 9 || die "timed out waiting for $STATE_DIR/locks/$name.lock"
     "$@"
-  ) 9>"$STATE_DIR/$name.lock"
+  ) 9>"$STATE_DIR/locks/$name.lock"
 }
 
 need_cmd() {
@@ -190,7 +194,7 @@ redis_up() {
     log "starting redis on 127.0.0.1:$REDIS_PORT"
     redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" \
       --pidfile "$REDIS_PID" --logfile "$REDIS_LOG" --dir "$REDIS_DIR/data" \
-      --save '' --appendonly no --protected-mode yes </dev/null >>"$REDIS_LOG" 2>&1 ||
+      --save '' --appendonly no --protected-mode yes </dev/null >>"$REDIS_LOG" 2>&1 9>&- ||
       die_with_log "$REDIS_LOG" "redis-server failed to start"
   fi
   local deadline=$((SECONDS + $(timeout_for 60)))
@@ -240,7 +244,7 @@ kafka_libs() {
   log "downloading Kafka jars from Maven Central into $KAFKA_LIBS"
   tmp="$KAFKA_LIBS.tmp.$$"
   rm -rf "$tmp"
-  mvn -q -B -f "$pom" dependency:copy-dependencies -DoutputDirectory="$tmp" >&2 ||
+  mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DoutputDirectory="$tmp" >&2 ||
     die "mvn could not fetch the Kafka jars (see output above)"
   echo "$want" >"$tmp/.pom.sha256"
   rm -rf "$KAFKA_LIBS"
@@ -291,6 +295,22 @@ kafka_probe() {
   [[ "$got" == ready-* ]]
 }
 
+# kafka_fail MESSAGE: the broker's first errors (the cause, not the stack trace) and the end
+# of its stdout (JVM failures land there), then exit.
+kafka_fail() {
+  local server_log="$KAFKA_LOG_DIR/server.log"
+  printf '[services] error: %s\n' "$1" >&2
+  if [[ -s "$server_log" ]] && grep -q -E '\] (ERROR|FATAL) |Caused by:' "$server_log"; then
+    printf '[services] first errors in %s:\n' "$server_log" >&2
+    grep -m 8 -E '\] (ERROR|FATAL) |Caused by:' "$server_log" | cut -c1-300 | sed 's/^/    /' >&2
+  fi
+  if [[ -s "$KAFKA_DIR/probe.log" ]]; then
+    printf '[services] last lines of %s:\n' "$KAFKA_DIR/probe.log" >&2
+    tail -n 5 "$KAFKA_DIR/probe.log" | cut -c1-300 | sed 's/^/    /' >&2
+  fi
+  die_with_log "$KAFKA_OUT" "full broker log: $server_log"
+}
+
 kafka_up() {
   need_cmd java ss
   if kafka_running; then
@@ -313,7 +333,7 @@ kafka_up() {
   setsid nohup java $KAFKA_HEAP_OPTS -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -Djava.awt.headless=true -Dkafka.logs.dir="$KAFKA_LOG_DIR" \
     -Dlog4j.configuration="file:$KAFKA_CONF_DIR/log4j.properties" \
-    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_PROPS" </dev/null >>"$KAFKA_OUT" 2>&1 &
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_PROPS" </dev/null >>"$KAFKA_OUT" 2>&1 9>&- &
   echo $! >"$KAFKA_PID"
 
   local limit deadline
@@ -321,13 +341,11 @@ kafka_up() {
   deadline=$((SECONDS + limit))
   until kafka_port_open && kafka_probe; do
     if ! kafka_running; then
-      cat "$KAFKA_LOG_DIR/server.log" >>"$KAFKA_OUT" 2>/dev/null || true
       rm -f "$KAFKA_PID"
-      die_with_log "$KAFKA_OUT" "kafka exited during startup (full log: $KAFKA_LOG_DIR/server.log)"
+      kafka_fail "kafka exited during startup"
     fi
     if ((SECONDS >= deadline)); then
-      tail -n 20 "$KAFKA_DIR/probe.log" >&2 || true
-      die_with_log "$KAFKA_LOG_DIR/server.log" "kafka was not usable within ${limit}s"
+      kafka_fail "kafka was not usable within ${limit}s (probe output: $KAFKA_DIR/probe.log)"
     fi
     sleep 1
   done
@@ -380,14 +398,18 @@ docker_api_ok() {
 docker_running() { pid_alive "$DOCKER_PID" dockerd; }
 
 docker_image() {
-  local ctx ok=0
+  local ctx out rc=0
   ctx="$(mktemp -d)"
   cp "$DOCKER_FIXTURE/Dockerfile" "$ctx/Dockerfile"
   cp /bin/busybox "$ctx/busybox"
-  # The legacy builder needs no buildx plugin; --network none because there is no bridge.
-  DOCKER_BUILDKIT=0 docker build --quiet --network none -t "$DOCKER_IMAGE" "$ctx" >/dev/null || ok=$?
+  # The legacy builder needs no buildx plugin (the CLI may be newer than Debian's engine);
+  # --network none because there is no bridge. Unchanged inputs hit the build cache.
+  out="$(DOCKER_BUILDKIT=0 docker build --network none -t "$DOCKER_IMAGE" "$ctx" 2>&1)" || rc=$?
   rm -rf "$ctx"
-  ((ok == 0)) || die "docker build of $DOCKER_IMAGE failed (Dockerfile: $DOCKER_FIXTURE/Dockerfile)"
+  if ((rc != 0)); then
+    printf '%s\n' "$out" | tail -n 20 >&2
+    die "docker build of $DOCKER_IMAGE failed (Dockerfile: $DOCKER_FIXTURE/Dockerfile)"
+  fi
 }
 
 docker_smoke() {
@@ -413,7 +435,7 @@ docker_up() {
       rm -f "$DOCKER_PID"
       log "starting dockerd"
       setsid nohup dockerd --iptables=false --bridge=none --storage-driver=overlay2 \
-        --pidfile "$DOCKER_PID" </dev/null >>"$DOCKER_LOG" 2>&1 &
+        --pidfile "$DOCKER_PID" </dev/null >>"$DOCKER_LOG" 2>&1 9>&- &
       local pid=$! limit deadline
       limit="$(timeout_for 120)"
       deadline=$((SECONDS + limit))
