@@ -6,11 +6,13 @@
  * root and only where skroutz-infra is not installed already.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import type { Test } from 'tap';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const EXECUTABLE = join(ROOT, 'dist/skroutz-infra');
@@ -64,7 +66,15 @@ async function sha256(path: string): Promise<string> {
 /** The expectations for one component's unit, straight from the specs' packaging sections. */
 interface UnitCase {
   component: string;
+  /** The subcommand words ExecStart runs, before its --config flag. */
+  command: string[];
   config: string;
+  /** Flags added when the test boots the component: loopback, ephemeral ports only. */
+  bootArgs: string[];
+  /** The component's start line; the test stops it once this is logged. */
+  startLine: RegExp;
+  /** Supplementary groups the unit gives the service. */
+  groups: string[];
   /** The component's own stop bound in seconds, computed from the shipped config. */
   stopBoundS: (config: Record<string, unknown>) => number;
   /** How far above that bound TimeoutStopSec must be (the spec's margin, else 1 s). */
@@ -81,6 +91,10 @@ type Json = Record<string, Record<string, number>>;
 const UNITS: UnitCase[] = [
   {
     component: 'scratchd',
+    command: ['scratchd', 'serve'],
+    bootArgs: ['--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'],
+    startLine: /"msg":"listening"/,
+    groups: [],
     config: '/etc/skroutz-infra/scratchd.json',
     // scratchd §3.11: at least pre_stop + inflight + drain + 10 s.
     stopBoundS: (c) => {
@@ -94,6 +108,19 @@ const UNITS: UnitCase[] = [
   },
   {
     component: 'rafka',
+    command: ['rafka'],
+    bootArgs: [
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--metrics-host',
+      '127.0.0.1',
+      '--metrics-port',
+      '0',
+    ],
+    startLine: /Listening on /,
+    groups: [],
     config: '/etc/rafka/librdkafka.json',
     // rafka §3.1/§3.10: --shutdown-timeout 8000 ms plus under a second of teardown.
     stopBoundS: () => 9,
@@ -104,6 +131,10 @@ const UNITS: UnitCase[] = [
   },
   {
     component: 'downloader-api',
+    command: ['downloader-api'],
+    bootArgs: ['--host', '127.0.0.1', '--port', '0'],
+    startLine: /"msg":"api_listening"/,
+    groups: [],
     config: '/etc/skroutz-infra/downloader.json',
     // downloader §3.12: in-flight requests get 10 s.
     stopBoundS: () => 10,
@@ -114,6 +145,10 @@ const UNITS: UnitCase[] = [
   },
   {
     component: 'downloader-processor',
+    command: ['downloader-processor'],
+    bootArgs: [],
+    startLine: /"msg":"processor_started"/,
+    groups: [],
     config: '/etc/skroutz-infra/downloader.json',
     // downloader §3.12: it exits within grace + 5 s.
     stopBoundS: (c) => (c as Json).processor.shutdown_grace_ms / 1000 + 5,
@@ -124,6 +159,10 @@ const UNITS: UnitCase[] = [
   },
   {
     component: 'downloader-notifier',
+    command: ['downloader-notifier'],
+    bootArgs: [],
+    startLine: /"msg":"notifier_started"/,
+    groups: [],
     config: '/etc/skroutz-infra/downloader.json',
     // downloader §3.12: the grace period, then the Kafka producer disconnects.
     stopBoundS: (c) => (c as Json).notifier.shutdown_grace_ms / 1000,
@@ -134,8 +173,12 @@ const UNITS: UnitCase[] = [
   },
   {
     component: 'mistry-server',
+    command: ['mistry-server'],
+    bootArgs: ['--addr', '127.0.0.1:0'],
+    startLine: /Listening on /,
+    groups: ['docker'],
     config: '/etc/skroutz-infra/mistry-server.json',
-    // mistry §3.12: TimeoutStopSec = grace + 30 s.
+    // mistry §3.12: grace + 30 s, which is also the server's own hard deadline.
     stopBoundS: (c) => (c as unknown as Record<string, number>).shutdown_grace_s,
     marginS: 30,
     stateDirectory: 'skroutz-infra/mistry-server',
@@ -185,6 +228,71 @@ function serviceDirectives(text: string): Map<string, string> {
     }
   }
   return directives;
+}
+
+function unitTimeoutStopS(text: string): number {
+  return Number(/^(\d+)s?$/.exec(serviceDirectives(text).get('TimeoutStopSec') ?? '')?.[1]);
+}
+
+interface BootedService {
+  child: ChildProcess;
+  /** Waits for a matching output line or for the exit, whichever comes first. */
+  firstOf(pattern: RegExp, timeoutMs: number): Promise<'matched' | 'exited' | 'timeout'>;
+  /** Waits for the exit; false if it did not come in time. */
+  exited(timeoutMs: number): Promise<boolean>;
+  result(): RunResult;
+  output(): string;
+}
+
+/**
+ * Runs the unit's command line the way systemd would: as the service user with the unit's
+ * groups, from /, with a minimal environment. setpriv execs in place, so a signal sent to the
+ * child reaches the component itself (runuser would forward it and SIGKILL after 2 s).
+ */
+function bootAsService(t: Test, unit: UnitCase): BootedService {
+  const groups = unit.groups.length > 0 ? `--groups=${unit.groups.join(',')}` : '--init-groups';
+  const command = ['/usr/bin/skroutz-infra', ...unit.command, '--config', unit.config];
+  const child = spawn(
+    'setpriv',
+    ['--reuid', USER, '--regid', USER, groups, '--', ...command, ...unit.bootArgs],
+    {
+      cwd: '/',
+      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8', HOME: STATE, USER },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  let code: number | null = null;
+  const exited = new Promise<void>((resolveExit) =>
+    child.on('close', (status) => {
+      code = status;
+      resolveExit();
+    }),
+  );
+  child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk.toString()));
+  t.teardown(() => {
+    if (code === null) child.kill('SIGKILL');
+  });
+  const output = (): string => stdout.join('') + stderr.join('');
+
+  const firstOf = async (pattern: RegExp, timeoutMs: number) => {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      if (pattern.test(output())) return 'matched' as const;
+      if (code !== null) return 'exited' as const;
+      if (Date.now() > until) return 'timeout' as const;
+      await Promise.race([exited, delay(50)]);
+    }
+  };
+  return {
+    child,
+    firstOf,
+    exited: async (timeoutMs) => (await firstOf(/(?!)/, timeoutMs)) === 'exited',
+    result: () => ({ code, stdout: stdout.join(''), stderr: stderr.join('') }),
+    output,
+  };
 }
 
 // ------------------------------------------------------------------------------- preconditions
@@ -344,12 +452,12 @@ if (reason !== null) {
       for (const key of unit.absent) t.notOk(service.has(key), `no ${key}`);
       t.equal(
         service.get('ExecStart'),
-        `/usr/bin/skroutz-infra ${unit.component} --config ${unit.config} $ARGS`,
+        `/usr/bin/skroutz-infra ${unit.command.join(' ')} --config ${unit.config} $ARGS`,
       );
 
       const config = JSON.parse(await readFile(unit.config, 'utf8')) as Record<string, unknown>;
       const minimum = unit.stopBoundS(config) + unit.marginS;
-      const timeout = Number(/^(\d+)s?$/.exec(service.get('TimeoutStopSec') ?? '')?.[1]);
+      const timeout = unitTimeoutStopS(await readFile(join(UNIT_DIR, unitName(unit)), 'utf8'));
       t.ok(timeout >= minimum, `TimeoutStopSec ${timeout} s >= ${minimum} s`);
 
       const state = service.get('StateDirectory')?.split(' ')[0] ?? null;
@@ -376,13 +484,38 @@ if (reason !== null) {
 
   for (const unit of UNITS) {
     t.test(`${unit.component} accepts the flags its unit passes`, async (t) => {
-      const help = await run('/usr/bin/skroutz-infra', [unit.component, '--help']);
+      const help = await run('/usr/bin/skroutz-infra', [...unit.command, '--help']);
       if (notBuiltYet(help)) {
         t.plan(0, `${unit.component} is not built in this tree yet`);
         return;
       }
       t.equal(help.code, 0, `${unit.component} --help exits 0`);
       t.match(`${help.stdout}${help.stderr}`, '--config', 'documents --config');
+    });
+  }
+
+  for (const unit of UNITS) {
+    t.test(`${unitName(unit)}'s command line boots and stops in time`, async (t) => {
+      const timeoutS = unitTimeoutStopS(await readFile(join(UNIT_DIR, unitName(unit)), 'utf8'));
+      const service = bootAsService(t, unit);
+      const started = await service.firstOf(unit.startLine, 30_000);
+      if (started === 'exited' && notBuiltYet(service.result())) {
+        t.plan(0, `${unit.component} is not built in this tree yet`);
+        return;
+      }
+      t.equal(started, 'matched', 'logs its start line', { output: service.output() });
+      if (started !== 'matched') return;
+
+      const stopAsked = Date.now();
+      service.child.kill('SIGTERM');
+      const stopped = await service.exited((timeoutS + 5) * 1000);
+      const tookS = (Date.now() - stopAsked) / 1000;
+      t.ok(stopped, 'exits after SIGTERM');
+      t.equal(service.result().code, 0, 'with status 0', { output: service.output() });
+      t.ok(tookS < timeoutS, `within TimeoutStopSec (${tookS.toFixed(1)} s < ${timeoutS} s)`);
+      // main.ts logs the component's own hard deadline; systemd must not kill it before that.
+      const deadlineMs = Number(/"deadlineMs":(\d+)/.exec(service.output())?.[1]);
+      t.ok(deadlineMs < timeoutS * 1000, `own deadline ${deadlineMs} ms < TimeoutStopSec`);
     });
   }
 
