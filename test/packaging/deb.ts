@@ -33,11 +33,11 @@ interface RunResult {
   stderr: string;
 }
 
-function run(command: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<RunResult> {
+function run(command: string, args: string[]): Promise<RunResult> {
   return new Promise((done, fail) => {
     const child = spawn(command, args, {
       cwd: ROOT,
-      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive', ...env },
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const out: Buffer[] = [];
@@ -264,32 +264,37 @@ function bootAsService(t: Test, unit: UnitCase): BootedService {
   const stdout: string[] = [];
   const stderr: string[] = [];
   let code: number | null = null;
-  const exited = new Promise<void>((resolveExit) =>
+  let ended = false;
+  const exit = new Promise<void>((resolveExit) =>
     child.on('close', (status) => {
       code = status;
+      ended = true;
       resolveExit();
     }),
   );
   child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk.toString()));
   child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk.toString()));
   t.teardown(() => {
-    if (code === null) child.kill('SIGKILL');
+    if (!ended) child.kill('SIGKILL');
   });
   const output = (): string => stdout.join('') + stderr.join('');
 
-  const firstOf = async (pattern: RegExp, timeoutMs: number) => {
+  const waitUntil = async (done: () => boolean, timeoutMs: number): Promise<boolean> => {
     const until = Date.now() + timeoutMs;
-    for (;;) {
-      if (pattern.test(output())) return 'matched' as const;
-      if (code !== null) return 'exited' as const;
-      if (Date.now() > until) return 'timeout' as const;
-      await Promise.race([exited, delay(50)]);
+    while (!done()) {
+      if (Date.now() > until) return false;
+      await Promise.race([exit, delay(50)]);
     }
+    return true;
   };
   return {
     child,
-    firstOf,
-    exited: async (timeoutMs) => (await firstOf(/(?!)/, timeoutMs)) === 'exited',
+    firstOf: async (pattern, timeoutMs) => {
+      await waitUntil(() => ended || pattern.test(output()), timeoutMs);
+      if (pattern.test(output())) return 'matched';
+      return ended ? 'exited' : 'timeout';
+    },
+    exited: (timeoutMs) => waitUntil(() => ended, timeoutMs),
     result: () => ({ code, stdout: stdout.join(''), stderr: stderr.join('') }),
     output,
   };
