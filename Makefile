@@ -9,7 +9,7 @@ BUNDLE := dist/skroutz-infra.cjs
 EXE := dist/skroutz-infra
 SOURCES := $(shell find src -name '*.ts' 2>/dev/null) package.json sea-config.json
 
-.PHONY: all setup build install check format test test-unit bench services-up services-down clean
+.PHONY: all setup build install check format test test-unit bench deb services-up services-down clean
 
 all: build
 
@@ -55,6 +55,11 @@ test-unit: node_modules/.package-lock.json
 
 bench: build
 	@set -e; for b in bench/*/run.ts; do [ -f "$$b" ] && TS_NODE_TRANSPILE_ONLY=1 node --import=@tapjs/typescript/import "$$b"; done
+
+# Debian package dist/skroutz-infra_<version>_amd64.deb, built offline (debhelper, dpkg-dev,
+# fakeroot). See packaging/README.md.
+deb: node_modules/.package-lock.json
+	packaging/build-deb.sh
 
 services-up:
 	scripts/services.sh up all

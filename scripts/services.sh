@@ -128,7 +128,7 @@ need_cmd() {
 # ---------------------------------------------------------------------------- install
 
 readonly APT_PACKAGES=(redis-server docker.io busybox-static btrfs-progs rsync chromium debhelper
-  dpkg-dev fakeroot curl iproute2)
+  dpkg-dev fakeroot curl iproute2 systemd adduser)
 
 pkg_installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'

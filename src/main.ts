@@ -127,6 +127,13 @@ function buildProgram(setExit: (code: number) => void): Command {
 }
 
 async function main(): Promise<void> {
+  // A reader that goes away (`skroutz-infra --help | head -3`) is not an error of ours.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+      process.exit(process.exitCode ?? 0);
+    });
+  }
   // Node's single-executable runtime passes the executable itself as argv[1] too.
   const program = buildProgram((code) => {
     process.exitCode = code;
