@@ -73,7 +73,9 @@ async function runComponent(entry: ComponentEntry, args: string[]): Promise<numb
   const result = await module.main(args, io);
   if (typeof result === 'number') return result;
 
-  const { code, forced } = await supervise(result, log);
+  const supervised = supervise(result, log);
+  result.announce?.();
+  const { code, forced } = await supervised;
   // A forced stop leaves work behind on purpose; exit now rather than wait for it.
   if (forced) process.exit(code);
   return code;

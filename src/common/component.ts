@@ -30,6 +30,12 @@ export interface Service {
   readonly shutdownTimeoutMs: number;
   /** SIGHUP handler, for components that reload their config. */
   reload?(): Promise<void>;
+  /**
+   * Logs the start line. `main.ts` calls it once its signal handlers are installed: a supervisor
+   * that sends SIGTERM as soon as it reads the start line must reach `close()`, not the default
+   * action, which would kill the process before anything was drained.
+   */
+  announce?(): void;
 }
 
 export type ComponentMain = (argv: string[], io: CliIo) => Promise<number | Service>;
