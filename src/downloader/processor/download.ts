@@ -99,7 +99,7 @@ function transportError(err: unknown, inBody: boolean, attemptTimedOut: boolean)
   const timedOut = attemptTimedOut || isTimeout(err);
   const detail = attemptTimedOut ? 'attempt deadline exceeded' : messageOf(err);
   if (inBody) {
-    const eof = !timedOut && /ECONNRESET|ERR_STREAM_PREMATURE_CLOSE|aborted|socket hang up/i.test(`${code} ${detail}`);
+    const eof = !timedOut && /ECONNRESET|ERR_STREAM_PREMATURE_CLOSE|CONTENT_LENGTH_MISMATCH|Content-Length mismatch|aborted|socket hang up/i.test(`${code} ${detail}`);
     return new DownloadError('downloading file', eof ? 'unexpected EOF' : detail, {
       retriable: true,
       kind: timedOut ? 'timeout' : 'body',
