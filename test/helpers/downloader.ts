@@ -175,6 +175,8 @@ export interface Callback {
 export interface Receiver {
   url: string;
   callbacks: Callback[];
+  /** Every request, answered 2xx or not. */
+  all: Callback[];
   /** Status codes to answer with, in order; 200 once they run out. */
   statuses: number[];
   /** Waits until `count` callbacks arrived. */
@@ -186,6 +188,7 @@ export async function startReceiver(t: Test): Promise<Receiver> {
   const receiver: Receiver = {
     url: '',
     callbacks: [],
+    all: [],
     statuses: [],
     waitFor: async (count, timeoutMs = 20_000) => {
       const deadline = Date.now() + timeoutMs;
@@ -203,8 +206,10 @@ export async function startReceiver(t: Test): Promise<Receiver> {
       req.on('end', () => {
         const status = receiver.statuses.shift() ?? 200;
         const raw = Buffer.concat(chunks).toString('utf8');
+        const entry = { body: JSON.parse(raw) as Record<string, unknown>, raw, at: Date.now() };
+        receiver.all.push(entry);
         if (status >= 200 && status < 300) {
-          receiver.callbacks.push({ body: JSON.parse(raw) as Record<string, unknown>, raw, at: Date.now() });
+          receiver.callbacks.push(entry);
         }
         res.writeHead(status);
         res.end();
