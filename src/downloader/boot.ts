@@ -36,9 +36,10 @@ export function parseFlags(argv: string[], spec: FlagSpec, io: CliIo): Downloade
   const program = new Command(`skroutz-infra ${spec.name}`)
     .description(spec.description)
     .addOption(
-      new Option('-c, --config <path>', 'JSON config shared by the api, processor and notifier').default(
-        'config.json',
-      ),
+      new Option(
+        '-c, --config <path>',
+        'JSON config shared by the api, processor and notifier',
+      ).default('config.json'),
     )
     .exitOverride()
     .configureOutput({

@@ -133,7 +133,11 @@ export class JobBus {
     return decodeRecord(await this.redis.hgetall(this.key(`job:${id}`)));
   }
 
-  async retryCallback(id: string): Promise<{ kind: 'missing' } | { kind: 'state'; state: string } | { kind: 'ok'; queued: boolean }> {
+  async retryCallback(
+    id: string,
+  ): Promise<
+    { kind: 'missing' } | { kind: 'state'; state: string } | { kind: 'ok'; queued: boolean }
+  > {
     const [kind, value] = (await SCRIPTS.retryCallback.run(this.redis, [
       this.prefix,
       id,
@@ -154,7 +158,7 @@ export class JobBus {
     const out: { aggr: string; size: number }[] = [];
     results.forEach(([err, size], i) => {
       if (err) throw err;
-      if (typeof size === 'number' && size > 0) out.push({ aggr: aggrs[i] as string, size });
+      if (typeof size === 'number' && size > 0) out.push({ aggr: aggrs[i], size });
     });
     return out;
   }
@@ -208,7 +212,11 @@ export class JobBus {
   }
 
   /** Extends leases; returns the ids whose lease was lost. */
-  async renew(kind: 'download' | 'callback', held: { id: string; token: string }[], leaseMs: number): Promise<string[]> {
+  async renew(
+    kind: 'download' | 'callback',
+    held: { id: string; token: string }[],
+    leaseMs: number,
+  ): Promise<string[]> {
     if (held.length === 0) return [];
     const deadline = Date.now() + leaseMs;
     const tag = kind === 'download' ? '' : 'cb:';
@@ -313,8 +321,18 @@ export class JobBus {
 
   // ---- stats ----
 
-  async writeStats(component: string, instance: string, snapshot: Record<string, number>, ttlMs: number): Promise<void> {
-    await this.redis.set(this.key(`stats:${component}:${instance}`), JSON.stringify(snapshot), 'PX', ttlMs);
+  async writeStats(
+    component: string,
+    instance: string,
+    snapshot: Record<string, number>,
+    ttlMs: number,
+  ): Promise<void> {
+    await this.redis.set(
+      this.key(`stats:${component}:${instance}`),
+      JSON.stringify(snapshot),
+      'PX',
+      ttlMs,
+    );
   }
 
   async deleteStats(component: string, instance: string): Promise<void> {
@@ -326,7 +344,13 @@ export class JobBus {
     const keys: string[] = [];
     let cursor = '0';
     do {
-      const [next, batch] = await this.redis.scan(cursor, 'MATCH', this.key(`stats:${component}:*`), 'COUNT', 200);
+      const [next, batch] = await this.redis.scan(
+        cursor,
+        'MATCH',
+        this.key(`stats:${component}:*`),
+        'COUNT',
+        200,
+      );
       cursor = next;
       keys.push(...batch);
     } while (cursor !== '0');

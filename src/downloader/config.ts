@@ -56,7 +56,12 @@ const schema = object(
         },
         'ignore',
       ),
-      () => ({ addr: '127.0.0.1:6379', key_prefix: 'downloader:', sentinel: undefined, master_name: undefined }),
+      () => ({
+        addr: '127.0.0.1:6379',
+        key_prefix: 'downloader:',
+        sentinel: undefined,
+        master_name: undefined,
+      }),
     ),
     api: withDefault(
       object(
@@ -79,7 +84,10 @@ const schema = object(
           stats_interval: withDefault(number(), 5000),
           metrics_addr: withDefault(string(), '127.0.0.1:8001'),
           max_download_bytes: withDefault(integer({ min: 1 }), 104_857_600),
-          timeouts: withDefault(timeoutsSchema, (): Timeouts => timeoutsSchema.parse({}, '', noCtx()) as Timeouts),
+          timeouts: withDefault(
+            timeoutsSchema,
+            (): Timeouts => timeoutsSchema.parse({}, '', noCtx()) as Timeouts,
+          ),
           visibility_timeout_ms: withDefault(integer({ min: 100 }), 60_000),
           max_in_flight: withDefault(integer({ min: 1 }), 1024),
           retry_after_max_s: withDefault(integer({ min: 0 }), 3600),
@@ -217,11 +225,19 @@ function kafkaBackend(raw: Record<string, unknown>): KafkaBackendConfig {
   if (typeof servers !== 'string' || servers.trim() === '') {
     fail('backends.kafka: "bootstrap.servers" must be a non-empty comma-separated string');
   }
-  const known = ['bootstrap.servers', 'client.id', 'request.required.acks', 'message.send.max.retries'];
+  const known = [
+    'bootstrap.servers',
+    'client.id',
+    'request.required.acks',
+    'message.send.max.retries',
+  ];
   const acks = raw['request.required.acks'];
   const retries = raw['message.send.max.retries'];
   return {
-    brokers: servers.split(',').map((s) => s.trim()).filter((s) => s !== ''),
+    brokers: servers
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== ''),
     clientId: typeof raw['client.id'] === 'string' ? raw['client.id'] : 'downloader-notifier',
     acks: typeof acks === 'number' ? acks : -1,
     retries: typeof retries === 'number' ? retries : undefined,
@@ -238,7 +254,9 @@ function backendsOf(raw: Record<string, unknown>): DownloaderConfig['backends'] 
     if (id === 'http') {
       const timeout = settings.timeout ?? 30;
       if (typeof timeout !== 'number' || !(timeout > 0)) {
-        fail(`backends.http.timeout must be a positive number of seconds (got ${JSON.stringify(timeout)})`);
+        fail(
+          `backends.http.timeout must be a positive number of seconds (got ${JSON.stringify(timeout)})`,
+        );
       }
       out.http = { timeoutMs: timeout * 1000 };
     } else if (id === 'kafka') {
@@ -270,13 +288,18 @@ function checkDisk(disk: Disk): void {
 }
 
 /** Turns a checked raw config into the typed one; throws with the original's messages. */
-export function buildConfig(raw: RawConfig, source: string, env: NodeJS.ProcessEnv): DownloaderConfig {
+export function buildConfig(
+  raw: RawConfig,
+  source: string,
+  env: NodeJS.ProcessEnv,
+): DownloaderConfig {
   const urlError = requestUriError(raw.processor.download_url);
   if (urlError !== undefined) fail(`Could not parse Download URL, ${urlError}`);
   const concurrency = positive(raw.notifier.concurrency);
   if (concurrency === undefined) fail('Notifier Concurrency must be a positive number');
   const deletion = positive(raw.notifier.deletion_interval);
-  if (deletion === undefined) fail('Notifier deletion_interval must be a positive number of minutes');
+  if (deletion === undefined)
+    fail('Notifier deletion_interval must be a positive number of minutes');
   checkDisk(raw.processor.disk);
   const root = storageRoot(raw.processor);
   const first = parseAddr(raw.redis.addr.split(',')[0] ?? '', 'redis.addr');

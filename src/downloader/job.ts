@@ -148,7 +148,10 @@ function checkCallback(
     return { callback_url: url, callback_type: '', callback_dst: '' };
   }
   if (bucket !== '') {
-    return { callback_type: stringOrEmpty(body.callback_type), callback_dst: stringOrEmpty(body.callback_dst) };
+    return {
+      callback_type: stringOrEmpty(body.callback_type),
+      callback_dst: stringOrEmpty(body.callback_dst),
+    };
   }
   const type = body.callback_type;
   const dst = body.callback_dst;

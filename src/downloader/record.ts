@@ -54,7 +54,8 @@ export const F = {
 
 /** Fields of a newly accepted job. */
 export function initialFields(spec: JobSpec, downloadUrl: string, nowMs: number): string[] {
-  const hasCb = spec.callback_url !== undefined || (spec.callback_type !== '' && spec.callback_dst !== '');
+  const hasCb =
+    spec.callback_url !== undefined || (spec.callback_type !== '' && spec.callback_dst !== '');
   // prettier-ignore
   return [
     F.spec, JSON.stringify(spec),
@@ -89,7 +90,7 @@ function int(value: string | undefined): number {
 export function decodeRecord(raw: string[] | Record<string, string>): JobRecord | undefined {
   const map: Record<string, string> = {};
   if (Array.isArray(raw)) {
-    for (let i = 0; i + 1 < raw.length; i += 2) map[raw[i] as string] = raw[i + 1] as string;
+    for (let i = 0; i + 1 < raw.length; i += 2) map[raw[i]] = raw[i + 1];
   } else {
     Object.assign(map, raw);
   }

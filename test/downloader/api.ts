@@ -22,25 +22,85 @@ const without = (key: string, field: Record<string, unknown> = {}): string => {
 const REJECTED: [string, string, 'Job' | 'Aggregation', string][] = [
   ['not JSON', 'meh', 'Job', "invalid character 'm' looking for beginning of value"],
   ['empty body', '', 'Job', 'unexpected end of JSON input'],
-  ['array', '[1]', 'Job', 'json: cannot unmarshal array into Go value of type map[string]interface {}'],
-  ['string', '"x"', 'Job', 'json: cannot unmarshal string into Go value of type map[string]interface {}'],
-  ['number', '4', 'Job', 'json: cannot unmarshal number into Go value of type map[string]interface {}'],
-  ['bool', 'true', 'Job', 'json: cannot unmarshal bool into Go value of type map[string]interface {}'],
+  [
+    'array',
+    '[1]',
+    'Job',
+    'json: cannot unmarshal array into Go value of type map[string]interface {}',
+  ],
+  [
+    'string',
+    '"x"',
+    'Job',
+    'json: cannot unmarshal string into Go value of type map[string]interface {}',
+  ],
+  [
+    'number',
+    '4',
+    'Job',
+    'json: cannot unmarshal number into Go value of type map[string]interface {}',
+  ],
+  [
+    'bool',
+    'true',
+    'Job',
+    'json: cannot unmarshal bool into Go value of type map[string]interface {}',
+  ],
   ['null acts as {}', 'null', 'Job', 'URL must be a string'],
   ['unknown key only', '{"goo":"bar"}', 'Job', 'URL must be a string'],
   ['url number', withField({ url: 4 }), 'Job', 'URL must be a string'],
   ['url empty', withField({ url: '' }), 'Job', 'Could not parse URL: parse "": empty url'],
-  ['url relative', withField({ url: 'foo' }), 'Job', 'Could not parse URL: parse "foo": invalid URI for request'],
-  ['url bad port', withField({ url: 'http://h:x/' }), 'Job', 'Could not parse URL: parse "http://h:x/": invalid port ":x" after host'],
-  ['url bad escape', withField({ url: 'http://h/%zz' }), 'Job', 'Could not parse URL: parse "http://h/%zz": invalid URL escape "%zz"'],
-  ['url control char', withField({ url: 'http://h/\u0001' }), 'Job', 'Could not parse URL: parse "http://h/\\x01": net/url: invalid control character in URL'],
+  [
+    'url relative',
+    withField({ url: 'foo' }),
+    'Job',
+    'Could not parse URL: parse "foo": invalid URI for request',
+  ],
+  [
+    'url bad port',
+    withField({ url: 'http://h:x/' }),
+    'Job',
+    'Could not parse URL: parse "http://h:x/": invalid port ":x" after host',
+  ],
+  [
+    'url bad escape',
+    withField({ url: 'http://h/%zz' }),
+    'Job',
+    'Could not parse URL: parse "http://h/%zz": invalid URL escape "%zz"',
+  ],
+  [
+    'url control char',
+    withField({ url: 'http://h/\u0001' }),
+    'Job',
+    'Could not parse URL: parse "http://h/\\x01": net/url: invalid control character in URL',
+  ],
   ['aggr_id missing', without('aggr_id'), 'Job', 'aggr_id must be a string'],
   ['aggr_id empty', withField({ aggr_id: '' }), 'Job', 'aggr_id cannot be empty'],
-  ['region without bucket', withField({ s3_region: 'eu' }), 'Job', 's3_region provided without an s3_bucket'],
-  ['bucket without region', withField({ s3_bucket: 'b' }), 'Job', 's3_bucket provided without an s3_region'],
-  ['callback_url empty', withField({ callback_url: '' }), 'Job', 'Could not parse callback URL: parse "": empty url'],
+  [
+    'region without bucket',
+    withField({ s3_region: 'eu' }),
+    'Job',
+    's3_region provided without an s3_bucket',
+  ],
+  [
+    'bucket without region',
+    withField({ s3_bucket: 'b' }),
+    'Job',
+    's3_bucket provided without an s3_region',
+  ],
+  [
+    'callback_url empty',
+    withField({ callback_url: '' }),
+    'Job',
+    'Could not parse callback URL: parse "": empty url',
+  ],
   ['no callback at all', without('callback_url'), 'Job', 'callback_type must be a string'],
-  ['callback_dst missing', without('callback_url', { callback_type: 'http' }), 'Job', 'callback_dst must be a string'],
+  [
+    'callback_dst missing',
+    without('callback_url', { callback_type: 'http' }),
+    'Job',
+    'callback_dst must be a string',
+  ],
   [
     'callback_type empty',
     without('callback_url', { callback_type: '', callback_dst: 'x' }),
@@ -54,20 +114,90 @@ const REJECTED: [string, string, 'Job' | 'Aggregation', string][] = [
     'Could not parse URL: parse "httpfoo": invalid URI for request',
   ],
   ['mime_type number', withField({ mime_type: 5 }), 'Job', 'MimeType pattern must be a string'],
-  ['mime_type malformed class', withField({ mime_type: 'image/*, []a]' }), 'Job', 'Invalid MimeType Pattern, "[]a]"'],
-  ['mime_type lone backslash', withField({ mime_type: '!\\' }), 'Job', 'Invalid MimeType Pattern, "!\\\\"'],
-  ['max_retries string', withField({ max_retries: '3' }), 'Job', 'Max retries must be a number, was: string'],
-  ['max_retries null', withField({ max_retries: null }), 'Job', 'Max retries must be a number, was: <nil>'],
-  ['max_retries object', withField({ max_retries: {} }), 'Job', 'Max retries must be a number, was: map[string]interface {}'],
-  ['max_retries array', withField({ max_retries: [] }), 'Job', 'Max retries must be a number, was: []interface {}'],
-  ['max_retries bool', withField({ max_retries: true }), 'Job', 'Max retries must be a number, was: bool'],
-  ['max_retries negative', withField({ max_retries: -1 }), 'Job', 'Max retries must not be negative'],
-  ['extract_image_size string', withField({ extract_image_size: 'yes' }), 'Job', 'ExtractImageSize must be a boolean'],
-  ['download_timeout null', withField({ download_timeout: null }), 'Job', 'Download timeout must be a number'],
-  ['download_timeout "4"', withField({ download_timeout: '4' }), 'Job', 'Download timeout must be a number'],
-  ['download_timeout -2', withField({ download_timeout: -2 }), 'Job', 'Download timeout must be greater than 0'],
-  ['download_timeout 0.5 truncates to 0', withField({ download_timeout: 0.5 }), 'Job', 'Download timeout must be greater than 0'],
-  ['request_headers null', withField({ request_headers: null }), 'Job', 'request_headers must be a dictionary'],
+  [
+    'mime_type malformed class',
+    withField({ mime_type: 'image/*, []a]' }),
+    'Job',
+    'Invalid MimeType Pattern, "[]a]"',
+  ],
+  [
+    'mime_type lone backslash',
+    withField({ mime_type: '!\\' }),
+    'Job',
+    'Invalid MimeType Pattern, "!\\\\"',
+  ],
+  [
+    'max_retries string',
+    withField({ max_retries: '3' }),
+    'Job',
+    'Max retries must be a number, was: string',
+  ],
+  [
+    'max_retries null',
+    withField({ max_retries: null }),
+    'Job',
+    'Max retries must be a number, was: <nil>',
+  ],
+  [
+    'max_retries object',
+    withField({ max_retries: {} }),
+    'Job',
+    'Max retries must be a number, was: map[string]interface {}',
+  ],
+  [
+    'max_retries array',
+    withField({ max_retries: [] }),
+    'Job',
+    'Max retries must be a number, was: []interface {}',
+  ],
+  [
+    'max_retries bool',
+    withField({ max_retries: true }),
+    'Job',
+    'Max retries must be a number, was: bool',
+  ],
+  [
+    'max_retries negative',
+    withField({ max_retries: -1 }),
+    'Job',
+    'Max retries must not be negative',
+  ],
+  [
+    'extract_image_size string',
+    withField({ extract_image_size: 'yes' }),
+    'Job',
+    'ExtractImageSize must be a boolean',
+  ],
+  [
+    'download_timeout null',
+    withField({ download_timeout: null }),
+    'Job',
+    'Download timeout must be a number',
+  ],
+  [
+    'download_timeout "4"',
+    withField({ download_timeout: '4' }),
+    'Job',
+    'Download timeout must be a number',
+  ],
+  [
+    'download_timeout -2',
+    withField({ download_timeout: -2 }),
+    'Job',
+    'Download timeout must be greater than 0',
+  ],
+  [
+    'download_timeout 0.5 truncates to 0',
+    withField({ download_timeout: 0.5 }),
+    'Job',
+    'Download timeout must be greater than 0',
+  ],
+  [
+    'request_headers null',
+    withField({ request_headers: null }),
+    'Job',
+    'request_headers must be a dictionary',
+  ],
   [
     'request_headers number value',
     withField({ request_headers: { a: 1 } }),
@@ -86,21 +216,49 @@ const REJECTED: [string, string, 'Job' | 'Aggregation', string][] = [
     'Job',
     'Values of request headers keys must be either strings or ints.Given value is %!s(<nil>)',
   ],
-  ['aggr_limit missing', without('aggr_limit'), 'Aggregation', 'Aggregation limit must be a number'],
-  ['aggr_limit "4"', withField({ aggr_limit: '4' }), 'Aggregation', 'Aggregation limit must be a number'],
-  ['aggr_limit 0', withField({ aggr_limit: 0 }), 'Aggregation', 'Aggregation limit must be greater than 0'],
-  ['aggr_proxy null', withField({ aggr_proxy: null }), 'Aggregation', 'Aggregation proxy must be a string'],
+  [
+    'aggr_limit missing',
+    without('aggr_limit'),
+    'Aggregation',
+    'Aggregation limit must be a number',
+  ],
+  [
+    'aggr_limit "4"',
+    withField({ aggr_limit: '4' }),
+    'Aggregation',
+    'Aggregation limit must be a number',
+  ],
+  [
+    'aggr_limit 0',
+    withField({ aggr_limit: 0 }),
+    'Aggregation',
+    'Aggregation limit must be greater than 0',
+  ],
+  [
+    'aggr_proxy null',
+    withField({ aggr_proxy: null }),
+    'Aggregation',
+    'Aggregation proxy must be a string',
+  ],
   [
     'aggr_proxy relative',
     withField({ aggr_proxy: 'proxy' }),
     'Aggregation',
     'Aggregation proxy must be a valid URI: parse "proxy": invalid URI for request',
   ],
-  ['expiresAt number', withField({ expiresAt: 5 }), 'Aggregation', 'Aggregation expiresAt must be a string'],
+  [
+    'expiresAt number',
+    withField({ expiresAt: 5 }),
+    'Aggregation',
+    'Aggregation expiresAt must be a string',
+  ],
 ];
 
 /** A GET with the path sent verbatim (fetch would clean `.` and `//` itself). */
-function rawGet(api: string, path: string): Promise<{ status: number; location: string | undefined }> {
+function rawGet(
+  api: string,
+  path: string,
+): Promise<{ status: number; location: string | undefined }> {
   return new Promise((resolve, reject) => {
     const req = httpRequest(`${api}/`, { path, timeout: 5000 }, (res) => {
       res.resume();
@@ -196,7 +354,7 @@ t.test('the api contract', async (t) => {
       ['//hb', '/hb'],
       ['/stats/./processor', '/stats/processor'],
     ]) {
-      const moved = await rawGet(api, from as string);
+      const moved = await rawGet(api, from);
       t.equal(moved.status, 301, from);
       t.equal(moved.location, to, from);
     }

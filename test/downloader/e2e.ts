@@ -5,7 +5,14 @@ import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import t from 'tap';
-import { FILES, setupDownloader, startOrigin, startReceiver, submit, type Callback } from '../helpers/downloader.js';
+import {
+  FILES,
+  setupDownloader,
+  startOrigin,
+  startReceiver,
+  submit,
+  type Callback,
+} from '../helpers/downloader.js';
 
 const KEYS = [
   'success',
@@ -78,7 +85,10 @@ t.test('one deployment, many jobs', async (t) => {
     const cb = await callbackFor(id);
     t.equal(cb.body.success, false);
     t.match(cb.body.error, /404 Not Found/);
-    t.equal(cb.body.error, 'Error while processing response, Received status code 404 Not Found, retriable: false, internal: false');
+    t.equal(
+      cb.body.error,
+      'Error while processing response, Received status code 404 Not Found, retriable: false, internal: false',
+    );
     t.equal(cb.body.download_url, '');
     t.equal(cb.body.response_code, 404);
     t.equal(origin.hits.get('/missing'), 1, 'not retried');
@@ -88,16 +98,48 @@ t.test('one deployment, many jobs', async (t) => {
     serve('/e3.png', FILES.png, 'image/png');
     serve('/e3.psd', FILES.psd);
     const cases = [
-      { name: 'mismatch', path: '/e3.png', mime: 'image/jpeg', ok: false, error: /Expected mime-type to be \(image\/jpeg\), found \(image\/png\)/ },
+      {
+        name: 'mismatch',
+        path: '/e3.png',
+        mime: 'image/jpeg',
+        ok: false,
+        error: /Expected mime-type to be \(image\/jpeg\), found \(image\/png\)/,
+      },
       { name: 'wildcard */*', path: '/e3.png', mime: '*/*', ok: true },
-      { name: 'bare * never spans a slash', path: '/e3.png', mime: '*', ok: false, error: /Expected mime-type to be \(\*\)/ },
-      { name: 'PSD excluded', path: '/e3.psd', mime: '!image/vnd.adobe.photoshop,image/*', ok: false, error: /Expected mime-type not to be \(image\/vnd.adobe.photoshop\) found - \(image\/vnd.adobe.photoshop\)/ },
-      { name: 'PNG passes the PSD exclusion', path: '/e3.png', mime: '!image/vnd.adobe.photoshop,image/*', ok: true },
-      { name: 'items combine with AND', path: '/e3.png', mime: 'image/jpeg,image/png', ok: false, error: /Expected mime-type/ },
+      {
+        name: 'bare * never spans a slash',
+        path: '/e3.png',
+        mime: '*',
+        ok: false,
+        error: /Expected mime-type to be \(\*\)/,
+      },
+      {
+        name: 'PSD excluded',
+        path: '/e3.psd',
+        mime: '!image/vnd.adobe.photoshop,image/*',
+        ok: false,
+        error:
+          /Expected mime-type not to be \(image\/vnd.adobe.photoshop\) found - \(image\/vnd.adobe.photoshop\)/,
+      },
+      {
+        name: 'PNG passes the PSD exclusion',
+        path: '/e3.png',
+        mime: '!image/vnd.adobe.photoshop,image/*',
+        ok: true,
+      },
+      {
+        name: 'items combine with AND',
+        path: '/e3.png',
+        mime: 'image/jpeg,image/png',
+        ok: false,
+        error: /Expected mime-type/,
+      },
     ];
-    const ids = await Promise.all(cases.map((c) => submit(api, job(c.path, { mime_type: c.mime }))));
+    const ids = await Promise.all(
+      cases.map((c) => submit(api, job(c.path, { mime_type: c.mime }))),
+    );
     for (const [i, c] of cases.entries()) {
-      const cb = await callbackFor(ids[i] as string);
+      const cb = await callbackFor(ids[i]);
       t.equal(cb.body.success, c.ok, c.name, { mime: c.mime });
       if (c.error) t.match(cb.body.error, c.error, c.name);
     }
@@ -121,57 +163,72 @@ t.test('one deployment, many jobs', async (t) => {
     }
   });
 
-  t.test('E5: 500, 503, then 200 succeeds on attempt 3; max_retries bounds the attempts', async (t) => {
-    const script = [500, 503];
-    origin.route('/flaky', (_req, res) => {
-      const status = script.shift() ?? 200;
-      res.writeHead(status);
-      res.end(status === 200 ? 'fine' : 'bad');
-    });
-    const cb = await callbackFor(await submit(api, job('/flaky')));
-    t.equal(cb.body.success, true);
-    t.equal(origin.hits.get('/flaky'), 3);
-    origin.route('/down0', (_req, res) => res.writeHead(500).end());
-    origin.route('/down1', (_req, res) => res.writeHead(500).end());
-    const [zero, one] = await Promise.all([
-      submit(api, job('/down0', { max_retries: 0 })),
-      submit(api, job('/down1', { max_retries: 1 })),
-    ]);
-    t.match((await callbackFor(zero)).body.error, /Received status code 500 Internal Server Error, retriable: true/);
-    t.equal((await callbackFor(one)).body.success, false);
-    t.equal(origin.hits.get('/down0'), 1, 'max_retries 0: one request');
-    t.equal(origin.hits.get('/down1'), 2, 'max_retries 1: two requests');
-  });
+  t.test(
+    'E5: 500, 503, then 200 succeeds on attempt 3; max_retries bounds the attempts',
+    async (t) => {
+      const script = [500, 503];
+      origin.route('/flaky', (_req, res) => {
+        const status = script.shift() ?? 200;
+        res.writeHead(status);
+        res.end(status === 200 ? 'fine' : 'bad');
+      });
+      const cb = await callbackFor(await submit(api, job('/flaky')));
+      t.equal(cb.body.success, true);
+      t.equal(origin.hits.get('/flaky'), 3);
+      origin.route('/down0', (_req, res) => res.writeHead(500).end());
+      origin.route('/down1', (_req, res) => res.writeHead(500).end());
+      const [zero, one] = await Promise.all([
+        submit(api, job('/down0', { max_retries: 0 })),
+        submit(api, job('/down1', { max_retries: 1 })),
+      ]);
+      t.match(
+        (await callbackFor(zero)).body.error,
+        /Received status code 500 Internal Server Error, retriable: true/,
+      );
+      t.equal((await callbackFor(one)).body.success, false);
+      t.equal(origin.hits.get('/down0'), 1, 'max_retries 0: one request');
+      t.equal(origin.hits.get('/down1'), 2, 'max_retries 1: two requests');
+    },
+  );
 
-  t.test('E6: a body shorter than its Content-Length is unexpected EOF, not a mime error', async (t) => {
-    origin.route('/short', (_req, res) => {
-      res.writeHead(200, { 'Content-Length': '42' });
-      res.flushHeaders();
-      setTimeout(() => res.socket?.destroy(), 20);
-    });
-    const cb = await callbackFor(await submit(api, job('/short', { mime_type: 'image/*' })));
-    t.equal(cb.body.success, false);
-    t.match(cb.body.error, /unexpected EOF/);
-    t.notMatch(cb.body.error, /mime/);
-    t.equal(origin.hits.get('/short'), 3, 'three attempts');
-  });
+  t.test(
+    'E6: a body shorter than its Content-Length is unexpected EOF, not a mime error',
+    async (t) => {
+      origin.route('/short', (_req, res) => {
+        res.writeHead(200, { 'Content-Length': '42' });
+        res.flushHeaders();
+        setTimeout(() => res.socket?.destroy(), 20);
+      });
+      const cb = await callbackFor(await submit(api, job('/short', { mime_type: 'image/*' })));
+      t.equal(cb.body.success, false);
+      t.match(cb.body.error, /unexpected EOF/);
+      t.notMatch(cb.body.error, /mime/);
+      t.equal(origin.hits.get('/short'), 3, 'three attempts');
+    },
+  );
 
-  t.test('E10: job headers override config ones; gzip is asked for and stored decoded', async (t) => {
-    const text = Buffer.from('plain text that travels gzipped '.repeat(20));
-    let seen: Record<string, unknown> = {};
-    origin.route('/gz', (req, res) => {
-      seen = req.headers;
-      res.writeHead(200, { 'Content-Encoding': 'gzip', 'Content-Type': 'text/plain' });
-      res.end(gzipSync(text));
-    });
-    const id = await submit(api, job('/gz', { request_headers: { 'X-Job': 'yes', 'user-agent': 'job-agent' } }));
-    const cb = await callbackFor(id);
-    t.equal(cb.body.success, true);
-    t.equal(seen['x-job'], 'yes');
-    t.equal(seen['user-agent'], 'job-agent');
-    t.equal(seen['accept-encoding'], 'gzip');
-    t.ok(readFileSync(join(dl.rootDir, id.slice(0, 3), id)).equals(text), 'stored decoded');
-  });
+  t.test(
+    'E10: job headers override config ones; gzip is asked for and stored decoded',
+    async (t) => {
+      const text = Buffer.from('plain text that travels gzipped '.repeat(20));
+      let seen: Record<string, unknown> = {};
+      origin.route('/gz', (req, res) => {
+        seen = req.headers;
+        res.writeHead(200, { 'Content-Encoding': 'gzip', 'Content-Type': 'text/plain' });
+        res.end(gzipSync(text));
+      });
+      const id = await submit(
+        api,
+        job('/gz', { request_headers: { 'X-Job': 'yes', 'user-agent': 'job-agent' } }),
+      );
+      const cb = await callbackFor(id);
+      t.equal(cb.body.success, true);
+      t.equal(seen['x-job'], 'yes');
+      t.equal(seen['user-agent'], 'job-agent');
+      t.equal(seen['accept-encoding'], 'gzip');
+      t.ok(readFileSync(join(dl.rootDir, id.slice(0, 3), id)).equals(text), 'stored decoded');
+    },
+  );
 
   t.test('S1: 429 with Retry-After is retried no earlier than asked', async (t) => {
     const times: number[] = [];
@@ -183,7 +240,7 @@ t.test('one deployment, many jobs', async (t) => {
     const cb = await callbackFor(await submit(api, job('/throttled')));
     t.equal(cb.body.success, true);
     t.equal(times.length, 2);
-    t.ok((times[1] as number) - (times[0] as number) >= 2000, 'waited for Retry-After');
+    t.ok(times[1] - times[0] >= 2000, 'waited for Retry-After');
   });
 
   t.test('S2: oversize bodies fail without being stored', async (t) => {
@@ -195,7 +252,10 @@ t.test('one deployment, many jobs', async (t) => {
     const id = await submit(api, job('/huge'));
     const cb = await callbackFor(id);
     t.equal(cb.body.success, false);
-    t.match(cb.body.error, /response body exceeds the maximum size of 104857600 bytes, retriable: false/);
+    t.match(
+      cb.body.error,
+      /response body exceeds the maximum size of 104857600 bytes, retriable: false/,
+    );
     t.notOk(existsSync(join(dl.rootDir, id.slice(0, 3), id)));
   });
 });

@@ -1,7 +1,13 @@
 // E7 and S5: 300 jobs over 5 aggregations from 60 concurrent clients; every job is accounted
 // for, and the metrics of all three components move.
 import t from 'tap';
-import { FILES, setupDownloader, startOrigin, startReceiver, submit } from '../helpers/downloader.js';
+import {
+  FILES,
+  setupDownloader,
+  startOrigin,
+  startReceiver,
+  submit,
+} from '../helpers/downloader.js';
 import { request } from '../helpers/net.js';
 
 function metricValue(text: string, pattern: RegExp): number {
@@ -13,14 +19,16 @@ t.test('E7: 300 jobs, thirds success / mime mismatch / 404', async (t) => {
   const dl = setupDownloader(t);
   const origin = await startOrigin(t);
   const receiver = await startReceiver(t);
-  origin.route('/ok.png', (_req, res) => res.writeHead(200, { 'Content-Type': 'image/png' }).end(FILES.png));
+  origin.route('/ok.png', (_req, res) =>
+    res.writeHead(200, { 'Content-Type': 'image/png' }).end(FILES.png),
+  );
   const { url: api } = await dl.startApi();
   const processor = await dl.start('processor');
   const notifier = await dl.start('notifier');
 
   const kinds = ['ok', 'mime', 'missing'] as const;
   const jobs = Array.from({ length: 300 }, (_v, i) => {
-    const kind = kinds[i % 3] as (typeof kinds)[number];
+    const kind = kinds[i % 3];
     return {
       kind,
       body: {
@@ -53,12 +61,14 @@ t.test('E7: 300 jobs, thirds success / mime mismatch / 404', async (t) => {
   for (const [id, kind] of ids) {
     const body = byId.get(id);
     if (kind === 'ok' && body?.success === true) ok++;
-    if (kind === 'mime' && body?.success === false && /Expected mime-type/.test(String(body.error))) mime++;
-    if (kind === 'missing' && body?.success === false && /404 Not Found/.test(String(body.error))) missing++;
+    if (kind === 'mime' && body?.success === false && /Expected mime-type/.test(String(body.error)))
+      mime++;
+    if (kind === 'missing' && body?.success === false && /404 Not Found/.test(String(body.error)))
+      missing++;
   }
   t.same({ ok, mime, missing }, { ok: 100, mime: 100, missing: 100 });
   const times = callbacks.map((c) => c.at).sort((a, b) => a - b);
-  const gap = Math.max(...times.slice(1).map((at, i) => at - (times[i] as number)));
+  const gap = Math.max(...times.slice(1).map((at, i) => at - times[i]));
   t.ok(gap < 10_000, `no gap over 10 s between callbacks (max ${gap} ms)`);
 
   t.test('S5: metrics are present and moved', async (t) => {
@@ -82,11 +92,23 @@ t.test('E7: 300 jobs, thirds success / mime mismatch / 404', async (t) => {
     ]) {
       t.match(procMetrics, name, name);
     }
-    t.equal(metricValue(procMetrics, /^downloader_processor_attempts_total\{outcome="success"/), 100);
-    t.equal(metricValue(procMetrics, /^downloader_processor_attempts_total\{outcome="failed"/), 200);
+    t.equal(
+      metricValue(procMetrics, /^downloader_processor_attempts_total\{outcome="success"/),
+      100,
+    );
+    t.equal(
+      metricValue(procMetrics, /^downloader_processor_attempts_total\{outcome="failed"/),
+      200,
+    );
     t.equal(metricValue(procMetrics, /^downloader_processor_responses_total\{code="404"/), 100);
     t.equal(metricValue(procMetrics, /^downloader_processor_errors_total\{kind="mime"/), 100);
-    t.equal(metricValue(notifMetrics, /^downloader_notifier_callbacks_total\{backend="http",outcome="delivered"/), 300);
+    t.equal(
+      metricValue(
+        notifMetrics,
+        /^downloader_notifier_callbacks_total\{backend="http",outcome="delivered"/,
+      ),
+      300,
+    );
     t.match(notifMetrics, 'downloader_notifier_delivery_latency_seconds_bucket');
     t.match(notifMetrics, 'downloader_notifier_send_duration_seconds_bucket');
     t.match(notifMetrics, 'downloader_notifier_callbacks_in_flight');

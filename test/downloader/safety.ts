@@ -2,11 +2,21 @@
 // aggregation limits, lost limiter keys, restarts with delayed retries, a vanished storage dir.
 import { mkdirSync, rmSync } from 'node:fs';
 import t from 'tap';
-import { setupDownloader, startOrigin, startReceiver, submit, type Callback } from '../helpers/downloader.js';
+import {
+  setupDownloader,
+  startOrigin,
+  startReceiver,
+  submit,
+  type Callback,
+} from '../helpers/downloader.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function callbackFor(callbacks: Callback[], id: string, timeoutMs = 20_000): Promise<Callback> {
+async function callbackFor(
+  callbacks: Callback[],
+  id: string,
+  timeoutMs = 20_000,
+): Promise<Callback> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const found = callbacks.find((c) => c.body.job_id === id);
@@ -29,48 +39,85 @@ t.test('S3: the SSRF guard refuses loopback unless allowed', async (t) => {
   await guarded.start('processor');
   await guarded.start('notifier');
   for (const url of targets) {
-    const cb = await callbackFor(receiver.callbacks, await submit(api, { url, aggr_id: 'a', aggr_limit: 2, callback_url: receiver.url }));
+    const cb = await callbackFor(
+      receiver.callbacks,
+      await submit(api, { url, aggr_id: 'a', aggr_limit: 2, callback_url: receiver.url }),
+    );
     t.equal(cb.body.success, false, url);
-    t.match(cb.body.error, /destination address (127\.0\.0\.1|::1) is not allowed, retriable: false/, url);
+    t.match(
+      cb.body.error,
+      /destination address (127\.0\.0\.1|::1) is not allowed, retriable: false/,
+      url,
+    );
   }
   // A public-looking name cannot be used offline, so the redirect case starts at an allowed
   // address: the guard with 127.0.0.1/32 allowed refuses a hop to ::1 (localhost over IPv6).
-  const allowed = setupDownloader(t, { processor: { ssrf_guard: { enabled: true, allow: ['127.0.0.0/8'] } } });
+  const allowed = setupDownloader(t, {
+    processor: { ssrf_guard: { enabled: true, allow: ['127.0.0.0/8'] } },
+  });
   const { url: api2 } = await allowed.startApi();
   await allowed.start('processor');
   await allowed.start('notifier');
   for (const url of [...targets, `${origin.url}/hop`]) {
-    const cb = await callbackFor(receiver.callbacks, await submit(api2, { url, aggr_id: 'a', aggr_limit: 2, callback_url: receiver.url }));
+    const cb = await callbackFor(
+      receiver.callbacks,
+      await submit(api2, { url, aggr_id: 'a', aggr_limit: 2, callback_url: receiver.url }),
+    );
     t.equal(cb.body.success, true, `${url} allowed`);
   }
-  origin.route('/hop6', (_req, res) => res.writeHead(302, { Location: `http://[::1]:${port}/f` }).end());
+  origin.route('/hop6', (_req, res) =>
+    res.writeHead(302, { Location: `http://[::1]:${port}/f` }).end(),
+  );
   const hop = await callbackFor(
     receiver.callbacks,
-    await submit(api2, { url: `${origin.url}/hop6`, aggr_id: 'a', aggr_limit: 2, callback_url: receiver.url }),
+    await submit(api2, {
+      url: `${origin.url}/hop6`,
+      aggr_id: 'a',
+      aggr_limit: 2,
+      callback_url: receiver.url,
+    }),
   );
   t.equal(hop.body.success, false, 'a redirect hop to a refused address fails');
   t.match(hop.body.error, /destination address ::1 is not allowed, retriable: false/);
 });
 
-t.test('S4: a silent origin and a mid-body stall fail retriably after their timeouts', async (t) => {
-  const dl = setupDownloader(t, { processor: { timeouts: { response_ms: 500, idle_ms: 900 } } });
-  const origin = await startOrigin(t);
-  const receiver = await startReceiver(t);
-  origin.route('/silent', () => undefined);
-  origin.route('/stall', (_req, res) => {
-    res.writeHead(200, { 'Content-Length': '100' });
-    res.write('partial');
-  });
-  const { url: api } = await dl.startApi();
-  await dl.start('processor');
-  await dl.start('notifier');
-  const silent = await submit(api, { url: `${origin.url}/silent`, aggr_id: 'a', aggr_limit: 4, callback_url: receiver.url, max_retries: 0 });
-  const stall = await submit(api, { url: `${origin.url}/stall`, aggr_id: 'a', aggr_limit: 4, callback_url: receiver.url, max_retries: 0 });
-  const a = await callbackFor(receiver.callbacks, silent);
-  t.match(a.body.error, /^Error while performing request, Timeout awaiting 'response' for 500ms, retriable: true, internal: false$/);
-  const b = await callbackFor(receiver.callbacks, stall);
-  t.match(b.body.error, /^Error while downloading file, .*, retriable: true, internal: false$/);
-});
+t.test(
+  'S4: a silent origin and a mid-body stall fail retriably after their timeouts',
+  async (t) => {
+    const dl = setupDownloader(t, { processor: { timeouts: { response_ms: 500, idle_ms: 900 } } });
+    const origin = await startOrigin(t);
+    const receiver = await startReceiver(t);
+    origin.route('/silent', () => undefined);
+    origin.route('/stall', (_req, res) => {
+      res.writeHead(200, { 'Content-Length': '100' });
+      res.write('partial');
+    });
+    const { url: api } = await dl.startApi();
+    await dl.start('processor');
+    await dl.start('notifier');
+    const silent = await submit(api, {
+      url: `${origin.url}/silent`,
+      aggr_id: 'a',
+      aggr_limit: 4,
+      callback_url: receiver.url,
+      max_retries: 0,
+    });
+    const stall = await submit(api, {
+      url: `${origin.url}/stall`,
+      aggr_id: 'a',
+      aggr_limit: 4,
+      callback_url: receiver.url,
+      max_retries: 0,
+    });
+    const a = await callbackFor(receiver.callbacks, silent);
+    t.match(
+      a.body.error,
+      /^Error while performing request, Timeout awaiting 'response' for 500ms, retriable: true, internal: false$/,
+    );
+    const b = await callbackFor(receiver.callbacks, stall);
+    t.match(b.body.error, /^Error while downloading file, .*, retriable: true, internal: false$/);
+  },
+);
 
 t.test('A3: a running aggregation keeps its limit; a new one takes the new limit', async (t) => {
   const dl = setupDownloader(t);
@@ -80,7 +127,12 @@ t.test('A3: a running aggregation keeps its limit; a new one takes the new limit
   const { url: api } = await dl.startApi();
   await dl.start('processor');
   await dl.start('notifier');
-  const job = (limit: number): Record<string, unknown> => ({ url: `${origin.url}/slow`, aggr_id: 'frozen', aggr_limit: limit, callback_url: receiver.url });
+  const job = (limit: number): Record<string, unknown> => ({
+    url: `${origin.url}/slow`,
+    aggr_id: 'frozen',
+    aggr_limit: limit,
+    callback_url: receiver.url,
+  });
   await Promise.all([1, 2, 3, 4].map(() => submit(api, job(1))));
   await Promise.all([1, 2, 3, 4].map(() => submit(api, job(5))));
   await receiver.waitFor(8, 20_000);
@@ -104,7 +156,12 @@ t.test('C5: deleted limiter keys are re-created and work continues', async (t) =
   const { url: api } = await dl.startApi();
   const processor = await dl.start('processor');
   await dl.start('notifier');
-  const job = { url: `${origin.url}/slow`, aggr_id: 'c5', aggr_limit: 2, callback_url: receiver.url };
+  const job = {
+    url: `${origin.url}/slow`,
+    aggr_id: 'c5',
+    aggr_limit: 2,
+    callback_url: receiver.url,
+  };
   await Promise.all(Array.from({ length: 6 }, () => submit(api, job)));
   while ((origin.hits.get('/slow') ?? 0) < 2) await sleep(20);
   const keys = await dl.redis.keys(`b_${dl.prefix}*`);
@@ -130,7 +187,12 @@ t.test('C8: a delayed retry survives a processor restart; C9: storage recovers',
   const { url: api } = await dl.startApi();
   let processor = await dl.start('processor');
   await dl.start('notifier');
-  const id = await submit(api, { url: `${origin.url}/later`, aggr_id: 'a', aggr_limit: 1, callback_url: receiver.url });
+  const id = await submit(api, {
+    url: `${origin.url}/later`,
+    aggr_id: 'a',
+    aggr_limit: 1,
+    callback_url: receiver.url,
+  });
   while (!origin.hits.get('/later')) await sleep(20);
   await sleep(200);
   t.equal(await processor.stop('SIGTERM'), 0);
@@ -143,10 +205,19 @@ t.test('C8: a delayed retry survives a processor restart; C9: storage recovers',
   // C9: the storage dir vanishes (as an unwritable one would fail), then comes back.
   rmSync(dl.storageDir, { recursive: true });
   origin.route('/c9', (_req, res) => res.writeHead(200).end('stored at last'));
-  const c9 = await submit(api, { url: `${origin.url}/c9`, aggr_id: 'b', aggr_limit: 1, callback_url: receiver.url });
+  const c9 = await submit(api, {
+    url: `${origin.url}/c9`,
+    aggr_id: 'b',
+    aggr_limit: 1,
+    callback_url: receiver.url,
+  });
   const key = `${dl.prefix}job:${c9}`;
   while (Number(await dl.redis.hget(key, 'internal')) < 1) await sleep(50);
-  t.equal(await dl.redis.hget(key, 'count'), '0', 'the internal failure did not count as an attempt');
+  t.equal(
+    await dl.redis.hget(key, 'count'),
+    '0',
+    'the internal failure did not count as an attempt',
+  );
   mkdirSync(dl.storageDir);
   const stored = await callbackFor(receiver.callbacks, c9);
   t.equal(stored.body.success, true, 'the job succeeds once storage recovers');

@@ -20,13 +20,22 @@ const START_LINES: Record<Component, RegExp> = {
 };
 
 /** Deep-merges `patch` into `base` (objects only). */
-function merge(base: Record<string, unknown>, patch: Record<string, unknown>): Record<string, unknown> {
+function merge(
+  base: Record<string, unknown>,
+  patch: Record<string, unknown>,
+): Record<string, unknown> {
   const out: Record<string, unknown> = { ...base };
   for (const [key, value] of Object.entries(patch)) {
     const current = out[key];
     const bothObjects =
-      typeof value === 'object' && value !== null && !Array.isArray(value) && typeof current === 'object' && current !== null;
-    out[key] = bothObjects ? merge(current as Record<string, unknown>, value as Record<string, unknown>) : value;
+      typeof value === 'object' &&
+      value !== null &&
+      !Array.isArray(value) &&
+      typeof current === 'object' &&
+      current !== null;
+    out[key] = bothObjects
+      ? merge(current as Record<string, unknown>, value as Record<string, unknown>)
+      : value;
   }
   return out;
 }
@@ -66,7 +75,13 @@ export function setupDownloader(t: Test, patch: Record<string, unknown> = {}): D
         stats_interval: 300,
         visibility_timeout_ms: 3000,
         shutdown_grace_ms: 3000,
-        timeouts: { connect_ms: 2000, tls_ms: 2000, response_ms: 5000, idle_ms: 5000, attempt_ms: 20_000 },
+        timeouts: {
+          connect_ms: 2000,
+          tls_ms: 2000,
+          response_ms: 5000,
+          idle_ms: 5000,
+          attempt_ms: 20_000,
+        },
       },
       notifier: {
         concurrency: 20,
@@ -84,7 +99,10 @@ export function setupDownloader(t: Test, patch: Record<string, unknown> = {}): D
   const configPath = join(dir, 'downloader.json');
   writeFileSync(configPath, JSON.stringify(config));
   const env = { DOWNLOADER_TEST_TIME: '1' };
-  const start = async (component: Component, extra: NodeJS.ProcessEnv = {}): Promise<RunningCli> => {
+  const start = async (
+    component: Component,
+    extra: NodeJS.ProcessEnv = {},
+  ): Promise<RunningCli> => {
     const args = [`downloader-${component}`, '-c', configPath];
     if (component === 'api') args.push('--host', '127.0.0.1', '--port', '0');
     const cli = spawnCli(t, args, { env: { ...env, ...extra } });
@@ -194,7 +212,9 @@ export async function startReceiver(t: Test): Promise<Receiver> {
       const deadline = Date.now() + timeoutMs;
       while (receiver.callbacks.length < count) {
         if (Date.now() > deadline) {
-          throw new Error(`only ${receiver.callbacks.length} of ${count} callbacks within ${timeoutMs} ms`);
+          throw new Error(
+            `only ${receiver.callbacks.length} of ${count} callbacks within ${timeoutMs} ms`,
+          );
         }
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
@@ -245,7 +265,8 @@ export async function post(
 /** POSTs a job that must be accepted; returns its id. */
 export async function submit(apiUrl: string, job: Record<string, unknown>): Promise<string> {
   const answer = await post(apiUrl, job);
-  if (answer.status !== 201) throw new Error(`POST /download answered ${answer.status}: ${answer.text}`);
+  if (answer.status !== 201)
+    throw new Error(`POST /download answered ${answer.status}: ${answer.text}`);
   return (JSON.parse(answer.text) as { id: string }).id;
 }
 
@@ -270,7 +291,13 @@ export const FILES = {
     Buffer.alloc(5000, 0x55),
     Buffer.from([0xff, 0xd9]),
   ]),
-  pdf: Buffer.from('%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n'),
-  bmp: Buffer.concat([Buffer.from('BM'), Buffer.from([0x46, 0, 0, 0, 0, 0, 0, 0, 0x36, 0, 0, 0, 0x28, 0, 0, 0]), Buffer.alloc(60, 0)]),
+  pdf: Buffer.from(
+    '%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n',
+  ),
+  bmp: Buffer.concat([
+    Buffer.from('BM'),
+    Buffer.from([0x46, 0, 0, 0, 0, 0, 0, 0, 0x36, 0, 0, 0, 0x28, 0, 0, 0]),
+    Buffer.alloc(60, 0),
+  ]),
   psd: Buffer.concat([Buffer.from('8BPS'), Buffer.from([0, 1]), Buffer.alloc(200, 0)]),
 };

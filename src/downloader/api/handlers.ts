@@ -39,7 +39,7 @@ function validationMessage(err: unknown): string {
   throw err;
 }
 
-async function pickId(ctx: HandlerContext, job: JobSpec): Promise<string | undefined> {
+async function pickId(ctx: HandlerContext): Promise<string | undefined> {
   for (let i = 0; i < 3; i++) {
     const id = newJobId();
     if (!(await ctx.bus.jobExists(id))) return id;
@@ -66,30 +66,49 @@ export async function handleDownload(
     parsed = parseBody(body);
     job = validateJob(parsed);
   } catch (err) {
-    return sendError(res, 400, `Error unmarshalling body '${body}' to Job: ${validationMessage(err)}`);
+    return sendError(
+      res,
+      400,
+      `Error unmarshalling body '${body}' to Job: ${validationMessage(err)}`,
+    );
   }
   let id: string | undefined;
   try {
-    id = await pickId(ctx, job);
+    id = await pickId(ctx);
   } catch (err) {
     ctx.metrics.redisErrors.inc();
-    return sendError(res, 500, `Error fetching ${formatJob(job, ctx.downloadUrl)} from Redis: ${reason(err)}`);
+    return sendError(
+      res,
+      500,
+      `Error fetching ${formatJob(job, ctx.downloadUrl)} from Redis: ${reason(err)}`,
+    );
   }
   if (id === undefined) {
-    return sendError(res, 500, `Could not find unique ID after 3 tries for ${formatJob(job, ctx.downloadUrl)}`);
+    return sendError(
+      res,
+      500,
+      `Could not find unique ID after 3 tries for ${formatJob(job, ctx.downloadUrl)}`,
+    );
   }
   job.id = id;
   let aggregation;
   try {
     aggregation = validateAggregation(parsed);
   } catch (err) {
-    return sendError(res, 400, `Error unmarshalling body '${body}' to Aggregation: ${validationMessage(err)}`);
+    return sendError(
+      res,
+      400,
+      `Error unmarshalling body '${body}' to Aggregation: ${validationMessage(err)}`,
+    );
   }
   const jobText = (): string => formatJob(job, ctx.downloadUrl);
   try {
     if (await ctx.bus.ensureAggregation(aggregation)) {
       ctx.metrics.aggregationsCreated.inc();
-      ctx.logger.info('aggregation_save', { aggregation_id: aggregation.id, aggregation_limit: aggregation.limit });
+      ctx.logger.info('aggregation_save', {
+        aggregation_id: aggregation.id,
+        aggregation_limit: aggregation.limit,
+      });
     }
   } catch (err) {
     ctx.metrics.redisErrors.inc();
@@ -129,17 +148,30 @@ export async function handleRetry(
   if (!record) return sendError(res, 400, `Error fetching ${id} from Redis: Not Found`);
   const jobText = formatJob(record.spec, record.downloadUrl, record.imageSize);
   if (record.callbackState !== 'Failed') {
-    return sendError(res, 400, `Error with callback state of the job ${jobText}: ${record.callbackState}`);
+    return sendError(
+      res,
+      400,
+      `Error with callback state of the job ${jobText}: ${record.callbackState}`,
+    );
   }
   try {
     const result = await ctx.bus.retryCallback(id);
-    if (result.kind === 'missing') return sendError(res, 400, `Error fetching ${id} from Redis: Not Found`);
+    if (result.kind === 'missing')
+      return sendError(res, 400, `Error fetching ${id} from Redis: Not Found`);
     if (result.kind === 'state') {
-      return sendError(res, 400, `Error with callback state of the job ${jobText}: ${result.state}`);
+      return sendError(
+        res,
+        400,
+        `Error with callback state of the job ${jobText}: ${result.state}`,
+      );
     }
   } catch (err) {
     ctx.metrics.redisErrors.inc();
-    return sendError(res, 500, `Error rescheduling callback for job with id '${id}': ${reason(err)}`);
+    return sendError(
+      res,
+      500,
+      `Error rescheduling callback for job with id '${id}': ${reason(err)}`,
+    );
   }
   res.writeHead(204);
   res.end();
@@ -164,7 +196,11 @@ export function formatStats(stats: Record<string, number>): string {
   return `{${keys.map((k) => `${JSON.stringify(k)}: ${stats[k] ?? 0}`).join(', ')}}`;
 }
 
-export async function handleStats(ctx: HandlerContext, res: ServerResponse, rawTarget: string): Promise<void> {
+export async function handleStats(
+  ctx: HandlerContext,
+  res: ServerResponse,
+  rawTarget: string,
+): Promise<void> {
   const id = rawTarget.slice(rawTarget.lastIndexOf('/') + 1);
   let stats: Record<string, number> | undefined;
   if (id === 'processor' || id === 'notifier') {
@@ -180,7 +216,11 @@ export async function handleStats(ctx: HandlerContext, res: ServerResponse, rawT
     return sendError(res, 404, `Could not find stats for entity ${id}`);
   }
   const body = formatStats(stats);
-  res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), ...CORS });
+  res.writeHead(200, {
+    'Content-Type': 'application/json',
+    'Content-Length': Buffer.byteLength(body),
+    ...CORS,
+  });
   res.end(body);
 }
 
@@ -193,6 +233,10 @@ export async function handleAggregations(ctx: HandlerContext, res: ServerRespons
     return sendError(res, 500, `Error scanning for aggregation keys: ${reason(err)}`);
   }
   const body = JSON.stringify(waiting.map((w) => ({ name: `jobs:${w.aggr}`, size: w.size })));
-  res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), ...CORS });
+  res.writeHead(200, {
+    'Content-Type': 'application/json',
+    'Content-Length': Buffer.byteLength(body),
+    ...CORS,
+  });
   res.end(body);
 }

@@ -18,7 +18,11 @@ const DRAIN_MS = 10_000;
 export async function main(argv: string[], io: CliIo): Promise<number | Service> {
   const flags = parseFlags(
     argv,
-    { name: 'downloader-api', description: 'Downloader HTTP API, dashboard and /metrics.', listener: true },
+    {
+      name: 'downloader-api',
+      description: 'Downloader HTTP API, dashboard and /metrics.',
+      listener: true,
+    },
     io,
   );
   if (typeof flags === 'number') return flags;

@@ -64,7 +64,9 @@ export class ApiMetrics {
             return;
           }
         }
-        for (const [queue, value] of Object.entries(cached.value)) this.set({ queue }, value);
+        for (const [queue, value] of Object.entries(cached.value) as [string, number][]) {
+          this.set({ queue }, value);
+        }
       },
     });
   }

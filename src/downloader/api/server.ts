@@ -25,7 +25,11 @@ function redirect(res: ServerResponse, location: string): void {
 
 type Handler = () => Promise<void> | void;
 
-function route(options: ApiServerOptions, req: IncomingMessage, res: ServerResponse): [ApiRoute, Handler] {
+function route(
+  options: ApiServerOptions,
+  req: IncomingMessage,
+  res: ServerResponse,
+): [ApiRoute, Handler] {
   const target = req.url ?? '/';
   const q = target.indexOf('?');
   const path = q >= 0 ? target.slice(0, q) : target;
@@ -33,11 +37,13 @@ function route(options: ApiServerOptions, req: IncomingMessage, res: ServerRespo
   const cleaned = cleanPath(path);
   if (cleaned !== path) return ['static', () => redirect(res, cleaned + query)];
   if (path === '/download') return ['download', () => handleDownload(options, req, res)];
-  if (path === '/retry' || path === '/stats') return ['static', () => redirect(res, `${path}/${query}`)];
+  if (path === '/retry' || path === '/stats')
+    return ['static', () => redirect(res, `${path}/${query}`)];
   if (path.startsWith('/retry/')) return ['retry', () => handleRetry(options, req, res, path)];
   if (path.startsWith('/stats/')) return ['stats', () => handleStats(options, res, target)];
   if (path === '/hb') return ['hb', () => handleHeartbeat(options, res)];
-  if (path === '/dashboard/aggregations') return ['dashboard', () => handleAggregations(options, res)];
+  if (path === '/dashboard/aggregations')
+    return ['dashboard', () => handleAggregations(options, res)];
   const get = req.method === 'GET' || req.method === 'HEAD';
   if (path === '/metrics' && get) {
     return [
@@ -77,7 +83,10 @@ export function createApiServer(options: ApiServerOptions): Server {
     const [name, handler] = route(options, req, res);
     res.on('finish', () => {
       options.metrics.requests.inc({ route: name, status: String(res.statusCode) });
-      options.metrics.duration.observe({ route: name }, Number(process.hrtime.bigint() - started) / 1e9);
+      options.metrics.duration.observe(
+        { route: name },
+        Number(process.hrtime.bigint() - started) / 1e9,
+      );
     });
     Promise.resolve()
       .then(handler)

@@ -49,7 +49,9 @@ export class HttpBackend implements Backend {
     }
     const code = response.statusCode;
     if (code < 200 || code > 299) {
-      throw new DeliveryError(`Received Status: ${code} ${response.statusMessage || STATUS_CODES[code] || ''}`.trimEnd());
+      throw new DeliveryError(
+        `Received Status: ${code} ${response.statusMessage || STATUS_CODES[code] || ''}`.trimEnd(),
+      );
     }
   }
 
@@ -64,8 +66,15 @@ function isUnknownTopic(err: unknown): boolean {
   let current = err;
   for (let i = 0; i < 6 && current; i++) {
     if ((current as { type?: unknown }).type === 'UNKNOWN_TOPIC_OR_PARTITION') return true;
-    if (/UNKNOWN_TOPIC_OR_PARTITION|does not host this topic-partition/i.test(String((current as Error).message))) return true;
-    current = (current as { cause?: unknown; originalError?: unknown }).cause ?? (current as { originalError?: unknown }).originalError;
+    if (
+      /UNKNOWN_TOPIC_OR_PARTITION|does not host this topic-partition/i.test(
+        String((current as Error).message),
+      )
+    )
+      return true;
+    current =
+      (current as { cause?: unknown; originalError?: unknown }).cause ??
+      (current as { originalError?: unknown }).originalError;
   }
   return false;
 }
@@ -79,7 +88,8 @@ export class KafkaBackend implements Backend {
     private readonly config: KafkaBackendConfig,
     logger: Logger,
   ) {
-    if (config.ignoredKeys.length > 0) logger.warn('kafka_keys_ignored', { keys: config.ignoredKeys });
+    if (config.ignoredKeys.length > 0)
+      logger.warn('kafka_keys_ignored', { keys: config.ignoredKeys });
     const kafka = new Kafka({
       clientId: config.clientId,
       brokers: config.brokers,
@@ -106,7 +116,10 @@ export class KafkaBackend implements Backend {
       await this.connect();
       await this.producer.send({ topic, acks: this.config.acks, messages: [{ value: payload }] });
     } catch (err) {
-      throw new DeliveryError(err instanceof Error ? err.message : String(err), isUnknownTopic(err));
+      throw new DeliveryError(
+        err instanceof Error ? err.message : String(err),
+        isUnknownTopic(err),
+      );
     }
   }
 

@@ -20,7 +20,11 @@ import { Notifier } from './notifier.js';
 export async function main(argv: string[], io: CliIo): Promise<number | Service> {
   const flags = parseFlags(
     argv,
-    { name: 'downloader-notifier', description: 'Downloader callbacks: delivers job results over HTTP or Kafka.', listener: false },
+    {
+      name: 'downloader-notifier',
+      description: 'Downloader callbacks: delivers job results over HTTP or Kafka.',
+      listener: false,
+    },
     io,
   );
   if (typeof flags === 'number') return flags;
@@ -28,7 +32,9 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
   const n = config.notifier;
   const metricsAddr = n.metricsAddr === '' ? undefined : parseHostPort(n.metricsAddr);
   if (n.metricsAddr !== '' && !metricsAddr) {
-    throw new DownloaderConfigError(`notifier.metrics_addr must be "host:port" or "" (got ${JSON.stringify(n.metricsAddr)})`);
+    throw new DownloaderConfigError(
+      `notifier.metrics_addr must be "host:port" or "" (got ${JSON.stringify(n.metricsAddr)})`,
+    );
   }
   const logger = componentLogger(config, io, 'downloader-notifier');
   const redis = await connectRedis(config, 'notifier', logger);
@@ -62,7 +68,9 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
     version: VERSION,
     metrics: admin ? formatAddress(admin.address) : '',
     config: config.source,
-    backends: Object.entries(backends).filter(([, b]) => b).map(([id]) => id),
+    backends: Object.entries(backends)
+      .filter(([, b]) => b)
+      .map(([id]) => id),
     instance: bus.instanceId,
   });
 
@@ -72,11 +80,36 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
   const close = once(async () => {
     const failed = await runShutdownSteps(
       [
-        { name: 'drain', run: async () => void (drained = await notifier.drain(n.shutdownGraceMs)), timeoutMs: n.shutdownGraceMs + 2000 },
-        { name: 'stats', run: async () => { stats.stop(); await stats.flush(); }, timeoutMs: 1000 },
-        { name: 'backends', run: async () => { await backends.kafka?.close(); await backends.http?.close(); }, timeoutMs: 3000 },
+        {
+          name: 'drain',
+          run: async () => void (drained = await notifier.drain(n.shutdownGraceMs)),
+          timeoutMs: n.shutdownGraceMs + 2000,
+        },
+        {
+          name: 'stats',
+          run: async () => {
+            stats.stop();
+            await stats.flush();
+          },
+          timeoutMs: 1000,
+        },
+        {
+          name: 'backends',
+          run: async () => {
+            await backends.kafka?.close();
+            await backends.http?.close();
+          },
+          timeoutMs: 3000,
+        },
         { name: 'metrics', run: () => admin?.close(), timeoutMs: 1000 },
-        { name: 'redis', run: async () => { await subscriber.quit(); await redis.quit(); }, timeoutMs: 1000 },
+        {
+          name: 'redis',
+          run: async () => {
+            await subscriber.quit();
+            await redis.quit();
+          },
+          timeoutMs: 1000,
+        },
       ],
       logger,
     );

@@ -13,11 +13,17 @@ export class NotifierMetrics {
 
   constructor(registry: Registry) {
     const registers = [registry];
-    new Gauge({ name: 'downloader_build_info', help: 'Build of the running component', labelNames: ['version'], registers }).set(
-      { version: VERSION },
-      1,
-    );
-    this.redisErrors = new Counter({ name: 'downloader_redis_errors_total', help: 'Redis commands that failed', registers });
+    new Gauge({
+      name: 'downloader_build_info',
+      help: 'Build of the running component',
+      labelNames: ['version'],
+      registers,
+    }).set({ version: VERSION }, 1);
+    this.redisErrors = new Counter({
+      name: 'downloader_redis_errors_total',
+      help: 'Redis commands that failed',
+      registers,
+    });
     this.callbacks = new Counter({
       name: 'downloader_notifier_callbacks_total',
       help: 'Callback deliveries by backend and outcome',
@@ -37,6 +43,10 @@ export class NotifierMetrics {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300, 3600],
       registers,
     });
-    this.inFlight = new Gauge({ name: 'downloader_notifier_callbacks_in_flight', help: 'Callbacks being sent now', registers });
+    this.inFlight = new Gauge({
+      name: 'downloader_notifier_callbacks_in_flight',
+      help: 'Callbacks being sent now',
+      registers,
+    });
   }
 }

@@ -55,9 +55,15 @@ export class Notifier {
     this.deps.subscriber.on('message', () => this.wake?.());
     await this.deps.subscriber.subscribe(this.deps.bus.key('cb:doorbell'));
     const n = this.deps.config.notifier;
-    this.renewTimer = setInterval(() => this.renewLeases(), Math.max(50, n.visibilityTimeoutMs / 3));
+    this.renewTimer = setInterval(
+      () => this.renewLeases(),
+      Math.max(50, n.visibilityTimeoutMs / 3),
+    );
     this.renewTimer.unref();
-    this.loops = [this.loop('claim', POLL_MS, () => this.claimRound()), this.loop('reclaim', RECLAIM_MS, () => this.reclaimRound())];
+    this.loops = [
+      this.loop('claim', POLL_MS, () => this.claimRound()),
+      this.loop('reclaim', RECLAIM_MS, () => this.reclaimRound()),
+    ];
   }
 
   private async loop(name: string, everyMs: number, round: () => Promise<void>): Promise<void> {
@@ -66,7 +72,10 @@ export class Notifier {
         await round();
       } catch (err) {
         this.deps.metrics.redisErrors.inc();
-        this.deps.logger.warn('loop_error', { loop: name, err: err instanceof Error ? err.message : String(err) });
+        this.deps.logger.warn('loop_error', {
+          loop: name,
+          err: err instanceof Error ? err.message : String(err),
+        });
       }
       if (this.closing) break;
       const nudged = new AbortController();
@@ -102,9 +111,12 @@ export class Notifier {
   private route(record: JobRecord): { backend: Backend; label: BackendLabel; destination: string } {
     const spec = record.spec;
     const { http, kafka } = this.deps.backends;
-    if (spec.callback_url !== undefined && http) return { backend: http, label: 'http', destination: spec.callback_url };
-    if (spec.callback_type === 'http' && http) return { backend: http, label: 'http', destination: spec.callback_dst };
-    if (spec.callback_type === 'kafka' && kafka) return { backend: kafka, label: 'kafka', destination: spec.callback_dst };
+    if (spec.callback_url !== undefined && http)
+      return { backend: http, label: 'http', destination: spec.callback_url };
+    if (spec.callback_type === 'http' && http)
+      return { backend: http, label: 'http', destination: spec.callback_dst };
+    if (spec.callback_type === 'kafka' && kafka)
+      return { backend: kafka, label: 'kafka', destination: spec.callback_dst };
     throw new UndefinedBackendError(
       `Undefined backend ${spec.callback_url !== undefined ? 'http' : spec.callback_type} for job ${formatJob(spec, record.downloadUrl, record.imageSize)}`,
     );
@@ -113,7 +125,12 @@ export class Notifier {
   private async deliver(claim: Claim, record: JobRecord, signal: AbortSignal): Promise<void> {
     const log = this.deps.logger;
     if (record.downloadState !== 'Success' && record.downloadState !== 'Failed') {
-      await this.finish(claim, 'failed', `Invalid job download state: '${record.downloadState}'`, 'undefined');
+      await this.finish(
+        claim,
+        'failed',
+        `Invalid job download state: '${record.downloadState}'`,
+        'undefined',
+      );
       return;
     }
     let label: BackendLabel = 'undefined';
@@ -128,15 +145,30 @@ export class Notifier {
         return;
       }
       if (err instanceof UndefinedBackendError) this.deps.stats.add('undefinedBackendWithCallback');
-      if (err instanceof DeliveryError && err.unknownTopic) this.deps.stats.add('unknownTopicOrPartition');
+      if (err instanceof DeliveryError && err.unknownTopic)
+        this.deps.stats.add('unknownTopicOrPartition');
       const message = err instanceof Error ? err.message : String(err);
       if (record.callbackCount >= MAX_ATTEMPTS) {
         await this.finish(claim, 'failed', message, label);
         this.deps.stats.add('failedCallbacks');
-        log.warn('callback_failed', { job_id: claim.id, attempt: record.callbackCount, error: message });
+        log.warn('callback_failed', {
+          job_id: claim.id,
+          attempt: record.callbackCount,
+          error: message,
+        });
       } else {
-        await this.finish(claim, 'retry', message, label, Date.now() + record.callbackCount * this.deps.config.units.callbackRetryMs);
-        log.info('callback_retry', { job_id: claim.id, attempt: record.callbackCount, error: message });
+        await this.finish(
+          claim,
+          'retry',
+          message,
+          label,
+          Date.now() + record.callbackCount * this.deps.config.units.callbackRetryMs,
+        );
+        log.info('callback_retry', {
+          job_id: claim.id,
+          attempt: record.callbackCount,
+          error: message,
+        });
       }
       return;
     } finally {
@@ -144,34 +176,50 @@ export class Notifier {
     }
     if (await this.finish(claim, 'delivered', '', label)) {
       this.deps.stats.add('successfulCallbacks');
-      if (record.finishedAtMs > 0) this.deps.metrics.latency.observe((Date.now() - record.finishedAtMs) / 1000);
+      if (record.finishedAtMs > 0)
+        this.deps.metrics.latency.observe((Date.now() - record.finishedAtMs) / 1000);
       log.debug('callback_delivered', { job_id: claim.id, backend: label });
     }
   }
 
-  private async finish(claim: Claim, outcome: CallbackOutcome, meta: string, label: BackendLabel, dueMs?: number): Promise<boolean> {
+  private async finish(
+    claim: Claim,
+    outcome: CallbackOutcome,
+    meta: string,
+    label: BackendLabel,
+    dueMs?: number,
+  ): Promise<boolean> {
     try {
       const done = await this.deps.bus.finishCallback(claim, outcome, {
         meta,
         dueMs,
         deleteAtMs: Date.now() + this.deps.config.notifier.deletionIntervalMs,
       });
-      if (done && outcome !== 'requeue') this.deps.metrics.callbacks.inc({ backend: label, outcome });
+      if (done && outcome !== 'requeue')
+        this.deps.metrics.callbacks.inc({ backend: label, outcome });
       if (!done) this.deps.logger.warn('lease_lost', { job_id: claim.id });
       return done;
     } catch (err) {
       this.deps.metrics.redisErrors.inc();
-      this.deps.logger.error('finish_failed', { job_id: claim.id, outcome, err: err instanceof Error ? err.message : String(err) });
+      this.deps.logger.error('finish_failed', {
+        job_id: claim.id,
+        outcome,
+        err: err instanceof Error ? err.message : String(err),
+      });
       return false;
     }
   }
 
   private renewLeases(): void {
     const held = [...this.held.values()].map((h) => ({ id: h.claim.id, token: h.claim.token }));
-    this.deps.bus.renew('callback', held, this.deps.config.notifier.visibilityTimeoutMs).catch((err: unknown) => {
-      this.deps.metrics.redisErrors.inc();
-      this.deps.logger.warn('renew_failed', { err: err instanceof Error ? err.message : String(err) });
-    });
+    this.deps.bus
+      .renew('callback', held, this.deps.config.notifier.visibilityTimeoutMs)
+      .catch((err: unknown) => {
+        this.deps.metrics.redisErrors.inc();
+        this.deps.logger.warn('renew_failed', {
+          err: err instanceof Error ? err.message : String(err),
+        });
+      });
   }
 
   private async reclaimRound(): Promise<void> {

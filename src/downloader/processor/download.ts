@@ -54,7 +54,8 @@ export class AttemptAbortedError extends Error {
 /** Bytes kept for JPEG headers, whose frame header may follow large EXIF blocks. */
 const IMAGE_HEADER_BYTES = 256 * 1024;
 
-const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|ERR_OSSL_|HOSTNAME_MISMATCH)/;
+const TLS_CODES =
+  /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|ERR_OSSL_|HOSTNAME_MISMATCH)/;
 
 function causes(err: unknown): unknown[] {
   const out: unknown[] = [];
@@ -79,14 +80,19 @@ function messageOf(err: unknown): string {
 }
 
 function isTimeout(err: unknown): boolean {
-  return causes(err).some((e) => (e as { name?: unknown }).name === 'TimeoutError' || codeOf(e) === 'ETIMEDOUT');
+  return causes(err).some(
+    (e) => (e as { name?: unknown }).name === 'TimeoutError' || codeOf(e) === 'ETIMEDOUT',
+  );
 }
 
 /** Classifies a transport error before or during the body. */
 function transportError(err: unknown, inBody: boolean, attemptTimedOut: boolean): DownloadError {
   const blocked = causes(err).find((e) => e instanceof SsrfBlockedError);
   if (blocked) {
-    return new DownloadError('performing request', blocked.message, { retriable: false, kind: 'ssrf_blocked' });
+    return new DownloadError('performing request', blocked.message, {
+      retriable: false,
+      kind: 'ssrf_blocked',
+    });
   }
   const code = codeOf(err);
   if (!inBody && TLS_CODES.test(code) && !isTimeout(err)) {
@@ -99,14 +105,21 @@ function transportError(err: unknown, inBody: boolean, attemptTimedOut: boolean)
   const timedOut = attemptTimedOut || isTimeout(err);
   const detail = attemptTimedOut ? 'attempt deadline exceeded' : messageOf(err);
   if (inBody) {
-    const eof = !timedOut && /ECONNRESET|ERR_STREAM_PREMATURE_CLOSE|CONTENT_LENGTH_MISMATCH|Content-Length mismatch|aborted|socket hang up/i.test(`${code} ${detail}`);
+    const eof =
+      !timedOut &&
+      /ECONNRESET|ERR_STREAM_PREMATURE_CLOSE|CONTENT_LENGTH_MISMATCH|Content-Length mismatch|aborted|socket hang up/i.test(
+        `${code} ${detail}`,
+      );
     return new DownloadError('downloading file', eof ? 'unexpected EOF' : detail, {
       retriable: true,
       kind: timedOut ? 'timeout' : 'body',
       stat: 'body',
     });
   }
-  return new DownloadError('performing request', detail, { retriable: true, kind: timedOut ? 'timeout' : 'network' });
+  return new DownloadError('performing request', detail, {
+    retriable: true,
+    kind: timedOut ? 'timeout' : 'network',
+  });
 }
 
 function statusError(response: Response, maxS: number): DownloadError {
@@ -117,32 +130,44 @@ function statusError(response: Response, maxS: number): DownloadError {
     code === 429 || code === 503
       ? parseRetryAfter(response.headers['retry-after'], maxS)
       : undefined;
-  return new DownloadError('processing response', `Received status code ${code} ${reason}`.trimEnd(), {
-    retriable,
-    kind: 'status',
-    stat: String(code),
-    responseCode: code,
-    retryAfterMs: retryAfter,
-  });
+  return new DownloadError(
+    'processing response',
+    `Received status code ${code} ${reason}`.trimEnd(),
+    {
+      retriable,
+      kind: 'status',
+      stat: String(code),
+      responseCode: code,
+      retryAfterMs: retryAfter,
+    },
+  );
 }
 
 function tooLarge(max: number, code: number): DownloadError {
-  return new DownloadError('downloading file', `response body exceeds the maximum size of ${max} bytes`, {
-    retriable: false,
-    kind: 'size_limit',
-    stat: 'body',
-    responseCode: code,
-  });
+  return new DownloadError(
+    'downloading file',
+    `response body exceeds the maximum size of ${max} bytes`,
+    {
+      retriable: false,
+      kind: 'size_limit',
+      stat: 'body',
+      responseCode: code,
+    },
+  );
 }
 
 function checkScheme(url: string): void {
   const match = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(url);
   const scheme = match?.[1]?.toLowerCase() ?? '';
   if (scheme !== 'http' && scheme !== 'https') {
-    throw new DownloadError('performing request', `Get "${url}": unsupported protocol scheme "${scheme}"`, {
-      retriable: true,
-      kind: 'network',
-    });
+    throw new DownloadError(
+      'performing request',
+      `Get "${url}": unsupported protocol scheme "${scheme}"`,
+      {
+        retriable: true,
+        kind: 'network',
+      },
+    );
   }
 }
 
@@ -234,7 +259,11 @@ async function writeBody(
     try {
       await file.write(chunk);
     } catch (err) {
-      throw new DownloadError('writing tmp file', messageOf(err), { retriable: true, internal: true, kind: 'storage' });
+      throw new DownloadError('writing tmp file', messageOf(err), {
+        retriable: true,
+        internal: true,
+        kind: 'storage',
+      });
     }
   }
   if (checking && state.mime === undefined) await checkType(state, req, code);
@@ -296,23 +325,43 @@ export async function runAttempt(req: AttemptRequest): Promise<AttemptResult> {
     try {
       file = await open(req.tmpPath, 'w', 0o644);
     } catch (err) {
-      throw new DownloadError('creating tmp file', messageOf(err), { retriable: true, internal: true, kind: 'storage' });
+      throw new DownloadError('creating tmp file', messageOf(err), {
+        retriable: true,
+        internal: true,
+        kind: 'storage',
+      });
     }
     const hash = createHash('sha256');
     const state = await writeBody(stream, file, req, code, hash);
-    const decoded = response.headers['content-encoding'] !== undefined && !hasHeader(req.headers, 'accept-encoding');
+    const decoded =
+      response.headers['content-encoding'] !== undefined &&
+      !hasHeader(req.headers, 'accept-encoding');
     if (!decoded && Number.isFinite(announced) && state.size < announced) {
-      throw new DownloadError('downloading file', 'unexpected EOF', { retriable: true, kind: 'body', stat: 'body' });
+      throw new DownloadError('downloading file', 'unexpected EOF', {
+        retriable: true,
+        kind: 'body',
+        stat: 'body',
+      });
     }
     try {
       await file.sync();
       await file.close();
       file = undefined;
     } catch (err) {
-      throw new DownloadError('syncing to disk', messageOf(err), { retriable: true, internal: true, kind: 'storage' });
+      throw new DownloadError('syncing to disk', messageOf(err), {
+        retriable: true,
+        internal: true,
+        kind: 'storage',
+      });
     }
     const size = req.extractImageSize ? sizeOf(state, code) : '';
-    return { responseCode: code, sha256: hash.digest('hex'), size: state.size, imageSize: size, mime: state.mime ?? '' };
+    return {
+      responseCode: code,
+      sha256: hash.digest('hex'),
+      size: state.size,
+      imageSize: size,
+      mime: state.mime ?? '',
+    };
   } catch (err) {
     stream.destroy();
     await file?.close().catch(() => undefined);

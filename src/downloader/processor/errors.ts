@@ -62,11 +62,20 @@ export class DownloadError extends Error {
 /** A storage failure: internal, retried with backoff, never ending the job. */
 export function storageError(phase: string, err: unknown): DownloadError {
   const detail = err instanceof Error ? err.message : String(err);
-  return new DownloadError(phase, detail, { retriable: true, internal: true, kind: 'storage', cause: err });
+  return new DownloadError(phase, detail, {
+    retriable: true,
+    internal: true,
+    kind: 'storage',
+    cause: err,
+  });
 }
 
 /** `Retry-After` as seconds or an HTTP date, in ms from `nowMs`, capped; undefined if absent. */
-export function parseRetryAfter(value: string | undefined, capS: number, nowMs = Date.now()): number | undefined {
+export function parseRetryAfter(
+  value: string | undefined,
+  capS: number,
+  nowMs = Date.now(),
+): number | undefined {
   if (value === undefined || value.trim() === '') return undefined;
   const trimmed = value.trim();
   let ms: number;

@@ -44,13 +44,17 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
   }
   const metricsAddr = p.metricsAddr === '' ? undefined : parseHostPort(p.metricsAddr);
   if (p.metricsAddr !== '' && !metricsAddr) {
-    throw new DownloaderConfigError(`processor.metrics_addr must be "host:port" or "" (got ${JSON.stringify(p.metricsAddr)})`);
+    throw new DownloaderConfigError(
+      `processor.metrics_addr must be "host:port" or "" (got ${JSON.stringify(p.metricsAddr)})`,
+    );
   }
   try {
     await verifyWritable(p.storageDir);
     await mkdir(p.rootDir, { recursive: true, mode: 0o755 });
   } catch (err) {
-    throw new DownloaderConfigError(`Error verifying storage directory is writable: ${(err as Error).message}`);
+    throw new DownloaderConfigError(
+      `Error verifying storage directory is writable: ${(err as Error).message}`,
+    );
   }
   const logger = componentLogger(config, io, 'downloader-processor');
   if (p.rootDefaulted) logger.warn('filestorage_defaulted', { rootdir: p.rootDir });
@@ -66,7 +70,11 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
     p.statsIntervalMs,
     logger,
   );
-  const limiters = new LimiterGroup({ client: limiterClient, keyPrefix: config.redis.keyPrefix, logger });
+  const limiters = new LimiterGroup({
+    client: limiterClient,
+    keyPrefix: config.redis.keyPrefix,
+    logger,
+  });
   await limiters.ready();
 
   const disk = new DiskWatermark(p.disk.high_pct, p.disk.low_pct);
@@ -74,7 +82,8 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
     const change = disk.update(await realStatFs(p.storageDir));
     metrics.diskUsage.set(disk.usage);
     metrics.diskPaused.set(disk.paused ? 1 : 0);
-    if (change) logger.warn(change === 'paused' ? 'disk_paused' : 'disk_resumed', { usage: disk.usage });
+    if (change)
+      logger.warn(change === 'paused' ? 'disk_paused' : 'disk_resumed', { usage: disk.usage });
   };
   await checkDisk();
   const diskTimer = setInterval(() => {
@@ -128,11 +137,29 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
     clearInterval(sweepTimer);
     const failed = await runShutdownSteps(
       [
-        { name: 'drain', run: async () => void (drained = await processor.drain(p.shutdownGraceMs)), timeoutMs: p.shutdownGraceMs + 3000 },
-        { name: 'stats', run: async () => { stats.stop(); await stats.flush(); }, timeoutMs: 1000 },
+        {
+          name: 'drain',
+          run: async () => void (drained = await processor.drain(p.shutdownGraceMs)),
+          timeoutMs: p.shutdownGraceMs + 3000,
+        },
+        {
+          name: 'stats',
+          run: async () => {
+            stats.stop();
+            await stats.flush();
+          },
+          timeoutMs: 1000,
+        },
         { name: 'limiters', run: () => limiters.disconnect(), timeoutMs: 1000 },
         { name: 'metrics', run: () => admin?.close(), timeoutMs: 1000 },
-        { name: 'redis', run: async () => { await subscriber.quit(); await redis.quit(); }, timeoutMs: 1000 },
+        {
+          name: 'redis',
+          run: async () => {
+            await subscriber.quit();
+            await redis.quit();
+          },
+          timeoutMs: 1000,
+        },
       ],
       logger,
     );

@@ -17,7 +17,10 @@ interface ScriptConnection {
 }
 
 /** Makes bottleneck's self-healing work on Redis 7 (see the file comment). */
-function patchRedis7Errors(connection: Bottleneck.IORedisConnection, onHeal: (what: string) => void): void {
+function patchRedis7Errors(
+  connection: Bottleneck.IORedisConnection,
+  onHeal: (what: string) => void,
+): void {
   const target = connection as unknown as ScriptConnection;
   const original = target.__scriptArgs__.bind(target);
   target.__scriptArgs__ = (name, id, args, cb) =>
@@ -42,9 +45,13 @@ export class LimiterGroup {
   private readonly group: Bottleneck.Group;
 
   constructor(options: LimiterGroupOptions) {
-    this.connection = new Bottleneck.IORedisConnection({ client: options.client, Redis } as never);
-    patchRedis7Errors(this.connection, (what) => options.logger.warn('limiter_reinit', { reason: what }));
-    this.connection.on('error', (err: Error) => options.logger.warn('limiter_error', { err: err.message }));
+    this.connection = new Bottleneck.IORedisConnection({ client: options.client, Redis });
+    patchRedis7Errors(this.connection, (what) =>
+      options.logger.warn('limiter_reinit', { reason: what }),
+    );
+    this.connection.on('error', (err: Error) =>
+      options.logger.warn('limiter_error', { err: err.message }),
+    );
     this.group = new Bottleneck.Group({
       datastore: 'ioredis',
       connection: this.connection,
@@ -54,7 +61,9 @@ export class LimiterGroup {
       // Idle limiters (no job on any processor) are dropped, with their Redis keys, after 5 min.
       timeout: 300_000,
     });
-    this.group.on('error', (err: Error) => options.logger.warn('limiter_error', { err: err.message }));
+    this.group.on('error', (err: Error) =>
+      options.logger.warn('limiter_error', { err: err.message }),
+    );
   }
 
   async ready(): Promise<void> {
@@ -69,8 +78,9 @@ export class LimiterGroup {
     return this.group.key(aggr);
   }
 
-  async apply(limiter: Bottleneck, limit: number): Promise<void> {
-    await limiter.updateSettings({ maxConcurrent: limit });
+  /** Sets the limit; bottleneck writes it to Redis in the background. */
+  apply(limiter: Bottleneck, limit: number): void {
+    limiter.updateSettings({ maxConcurrent: limit });
   }
 
   /** Closes the limiter connection (and its subscriber). */

@@ -13,7 +13,9 @@ function looksLikeText(sample: Buffer): boolean {
   } catch {
     // A cut in the middle of a multi-byte character at the end of the sample is still text.
     try {
-      new TextDecoder('utf-8', { fatal: true }).decode(sample.subarray(0, Math.max(0, sample.length - 3)));
+      new TextDecoder('utf-8', { fatal: true }).decode(
+        sample.subarray(0, Math.max(0, sample.length - 3)),
+      );
       return sample.length > 3;
     } catch {
       return false;

@@ -82,7 +82,10 @@ export class Processor {
     subscriber.on('message', () => this.nudge());
     await subscriber.subscribe(bus.key('doorbell'));
     const p = this.deps.config.processor;
-    this.renewTimer = setInterval(() => this.renewLeases(), Math.max(50, p.visibilityTimeoutMs / 3));
+    this.renewTimer = setInterval(
+      () => this.renewLeases(),
+      Math.max(50, p.visibilityTimeoutMs / 3),
+    );
     this.renewTimer.unref();
     this.loops = [
       this.loop('claim', DISCOVERY_MS, () => this.claimRound()),
@@ -102,7 +105,10 @@ export class Processor {
         await round();
       } catch (err) {
         this.deps.metrics.redisErrors.inc();
-        this.deps.logger.warn('loop_error', { loop: name, err: err instanceof Error ? err.message : String(err) });
+        this.deps.logger.warn('loop_error', {
+          loop: name,
+          err: err instanceof Error ? err.message : String(err),
+        });
       }
       if (this.closing) break;
       const nudged = new AbortController();
@@ -121,7 +127,7 @@ export class Processor {
     const start = this.rotation++ % aggrs.length;
     for (let i = 0; i < aggrs.length && !this.closing; i++) {
       if (this.held.size >= p.maxInFlight) return;
-      const aggr = aggrs[(start + i) % aggrs.length] as string;
+      const aggr = aggrs[(start + i) % aggrs.length];
       await this.claimFor(aggr);
     }
   }
@@ -158,7 +164,7 @@ export class Processor {
       this.deps.logger.info('lane_open', { aggregation_id: aggr, aggregation_limit: info.limit });
     }
     if (lane.limit !== info.limit) {
-      await this.deps.limiters.apply(lane.limiter, info.limit);
+      this.deps.limiters.apply(lane.limiter, info.limit);
       lane.limit = info.limit;
     }
     lane.proxy = info.proxy;
@@ -230,7 +236,10 @@ export class Processor {
       // The limiter itself failed (Redis down, or the job expired in bottleneck): the attempt did
       // not run or its result is already recorded; put the job back uncounted if still held.
       if (err instanceof DownloadError) return;
-      this.deps.logger.warn('limiter_error', { job_id: claim.id, err: err instanceof Error ? err.message : String(err) });
+      this.deps.logger.warn('limiter_error', {
+        job_id: claim.id,
+        err: err instanceof Error ? err.message : String(err),
+      });
       await this.finish(claim, 'requeue', {}, Date.now() + 1000).catch(() => undefined);
     }
   }
@@ -255,7 +264,12 @@ export class Processor {
     return merged;
   }
 
-  private async attempt(claim: Claim, lane: Lane, attemptMs: number, signal: AbortSignal): Promise<void> {
+  private async attempt(
+    claim: Claim,
+    lane: Lane,
+    attemptMs: number,
+    signal: AbortSignal,
+  ): Promise<void> {
     const record = claim.record as NonNullable<Claim['record']>;
     const spec = record.spec;
     const p = this.deps.config.processor;
@@ -264,10 +278,14 @@ export class Processor {
     this.deps.stats.add('spawnedWorkers');
     try {
       if (spec.s3_bucket !== '') {
-        throw new DownloadError('storing file to job specified AWS S3 bucket', 'S3 storage is not supported', {
-          retriable: false,
-          kind: 'storage',
-        });
+        throw new DownloadError(
+          'storing file to job specified AWS S3 bucket',
+          'S3 storage is not supported',
+          {
+            retriable: false,
+            kind: 'storage',
+          },
+        );
       }
       const result = await runAttempt({
         url: spec.url,
@@ -327,7 +345,11 @@ export class Processor {
     if (tmpPath) unlink(tmpPath).catch(() => undefined);
   }
 
-  private async failed(claim: Claim, record: NonNullable<Claim['record']>, err: unknown): Promise<void> {
+  private async failed(
+    claim: Claim,
+    record: NonNullable<Claim['record']>,
+    err: unknown,
+  ): Promise<void> {
     const log = this.deps.logger;
     if (err instanceof AttemptAbortedError) {
       if (!this.closing) return this.stale(claim, undefined);
@@ -346,25 +368,48 @@ export class Processor {
     this.countResponse(error.responseCode, error.stat);
     this.deps.metrics.errors.inc({ kind: error.kind });
     if (error.kind === 'proxy') this.deps.stats.add('invalidProxies');
-    const fields = { job_id: claim.id, aggregation_id: record.spec.aggr_id, attempt: record.downloadCount, code: error.responseCode, error: error.message };
+    const fields = {
+      job_id: claim.id,
+      aggregation_id: record.spec.aggr_id,
+      attempt: record.downloadCount,
+      code: error.responseCode,
+      error: error.message,
+    };
     const units = this.deps.config.units;
     if (error.internal) {
       this.deps.stats.add('failures');
       const k = record.internalFailures + 1;
-      await this.finish(claim, 'requeue', { internal: k, meta: error.message }, Date.now() + internalDelayMs(k, units.internalRetryMs));
+      await this.finish(
+        claim,
+        'requeue',
+        { internal: k, meta: error.message },
+        Date.now() + internalDelayMs(k, units.internalRetryMs),
+      );
       this.deps.metrics.attempts.inc({ outcome: 'internal_error' });
       log.warn('internal_error', fields);
       return;
     }
     const maxRetries = record.spec.max_retries ?? DEFAULT_MAX_RETRIES;
     if (error.retriable && record.downloadCount <= maxRetries) {
-      const due = Date.now() + retryDelayMs(record.downloadCount, units.downloadRetryMs, error.retryAfterMs);
-      await this.finish(claim, 'retry', { meta: error.message, code: error.responseCode, internal: 0 }, due);
+      const due =
+        Date.now() + retryDelayMs(record.downloadCount, units.downloadRetryMs, error.retryAfterMs);
+      await this.finish(
+        claim,
+        'retry',
+        { meta: error.message, code: error.responseCode, internal: 0 },
+        due,
+      );
       this.deps.metrics.attempts.inc({ outcome: 'retry' });
       log.info('download_retry', fields);
       return;
     }
-    await this.finish(claim, 'failed', { meta: error.message, code: error.responseCode, download_url: '', sha256: '', internal: 0 });
+    await this.finish(claim, 'failed', {
+      meta: error.message,
+      code: error.responseCode,
+      download_url: '',
+      sha256: '',
+      internal: 0,
+    });
     this.deps.metrics.attempts.inc({ outcome: 'failed' });
     log.info('download_failed', fields);
   }
@@ -380,7 +425,11 @@ export class Processor {
     } catch (err) {
       // The lease keeps the job: once it expires a peer (or this process) reclaims it.
       this.deps.metrics.redisErrors.inc();
-      this.deps.logger.error('finish_failed', { job_id: claim.id, outcome, err: err instanceof Error ? err.message : String(err) });
+      this.deps.logger.error('finish_failed', {
+        job_id: claim.id,
+        outcome,
+        err: err instanceof Error ? err.message : String(err),
+      });
       return false;
     }
   }
@@ -399,7 +448,9 @@ export class Processor {
       })
       .catch((err: unknown) => {
         this.deps.metrics.redisErrors.inc();
-        this.deps.logger.warn('renew_failed', { err: err instanceof Error ? err.message : String(err) });
+        this.deps.logger.warn('renew_failed', {
+          err: err instanceof Error ? err.message : String(err),
+        });
       });
   }
 
@@ -422,7 +473,10 @@ export class Processor {
         await deleteStored(this.deps.config.processor.rootDir, id);
       } catch (err) {
         ok = false;
-        this.deps.logger.warn('reaper_failed', { job_id: id, err: err instanceof Error ? err.message : String(err) });
+        this.deps.logger.warn('reaper_failed', {
+          job_id: id,
+          err: err instanceof Error ? err.message : String(err),
+        });
       }
       await this.deps.bus.finishDeletion(id, ok, Date.now() + REAPER_RETRY_MS);
       this.deps.stats.add(ok ? 'reaperSuccessfulDeletions' : 'reaperFailures');
@@ -440,7 +494,10 @@ export class Processor {
     await Promise.allSettled(this.loops);
     const before = this.held.size;
     const deadline = Date.now() + graceMs;
-    const keepRenewing = setInterval(() => this.renewLeases(), Math.max(50, this.deps.config.processor.visibilityTimeoutMs / 3));
+    const keepRenewing = setInterval(
+      () => this.renewLeases(),
+      Math.max(50, this.deps.config.processor.visibilityTimeoutMs / 3),
+    );
     while (this.held.size > 0 && Date.now() < deadline) await sleep(50);
     const left = [...this.held.values()];
     for (const h of left) h.abort.abort();

@@ -32,7 +32,8 @@ function parseCidr(cidr: string): { net: string; prefix: number; type: 'ipv4' | 
   if (version === 0) throw new Error(`invalid CIDR ${JSON.stringify(cidr)}`);
   const max = version === 4 ? 32 : 128;
   const prefix = bits === undefined ? max : Number(bits);
-  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) throw new Error(`invalid CIDR ${JSON.stringify(cidr)}`);
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max)
+    throw new Error(`invalid CIDR ${JSON.stringify(cidr)}`);
   return { net, prefix, type: version === 4 ? 'ipv4' : 'ipv6' };
 }
 
@@ -83,7 +84,12 @@ export class SsrfGuard {
         if (refused) return cb(new SsrfBlockedError(refused.address), '', 0);
         if ((opts as { all?: boolean }).all) return cb(null, addresses);
         const first = addresses[0];
-        if (!first) return cb(Object.assign(new Error(`no address for ${hostname}`), { code: 'ENOTFOUND' }), '', 0);
+        if (!first)
+          return cb(
+            Object.assign(new Error(`no address for ${hostname}`), { code: 'ENOTFOUND' }),
+            '',
+            0,
+          );
         cb(null, first.address, first.family);
       });
     };

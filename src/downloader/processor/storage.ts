@@ -58,7 +58,11 @@ export async function verifyWritable(dir: string): Promise<void> {
 }
 
 /** Removes `*.tmp` files in `dir` older than `maxAgeMs`; returns how many went. */
-export async function removeOrphans(dir: string, maxAgeMs: number, nowMs = Date.now()): Promise<number> {
+export async function removeOrphans(
+  dir: string,
+  maxAgeMs: number,
+  nowMs = Date.now(),
+): Promise<number> {
   let removed = 0;
   for (const name of await readdir(dir)) {
     if (!name.endsWith('.tmp')) continue;
