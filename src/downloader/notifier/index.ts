@@ -10,7 +10,14 @@ import { createRegistry } from '../../common/metrics.js';
 import { formatAddress } from '../../common/net.js';
 import { runShutdownSteps } from '../../common/shutdown.js';
 import { VERSION } from '../../common/version.js';
-import { bootConfig, componentLogger, connectRedis, parseFlags, StatsRecorder } from '../boot.js';
+import {
+  bootConfig,
+  componentLogger,
+  connectRedis,
+  logStartLine,
+  parseFlags,
+  StatsRecorder,
+} from '../boot.js';
 import { JobBus } from '../bus.js';
 import { DownloaderConfigError } from '../config.js';
 import { HttpBackend, KafkaBackend } from './backends.js';
@@ -64,7 +71,7 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
   }
   stats.start();
   await notifier.start();
-  logger.info('notifier_started', {
+  logStartLine(logger, 'notifier_started', {
     version: VERSION,
     metrics: admin ? formatAddress(admin.address) : '',
     config: config.source,

@@ -11,7 +11,14 @@ import { createRegistry } from '../../common/metrics.js';
 import { formatAddress } from '../../common/net.js';
 import { runShutdownSteps } from '../../common/shutdown.js';
 import { VERSION } from '../../common/version.js';
-import { bootConfig, componentLogger, connectRedis, parseFlags, StatsRecorder } from '../boot.js';
+import {
+  bootConfig,
+  componentLogger,
+  connectRedis,
+  logStartLine,
+  parseFlags,
+  StatsRecorder,
+} from '../boot.js';
 import { JobBus } from '../bus.js';
 import { DownloaderConfigError } from '../config.js';
 import { DiskWatermark, realStatFs } from './disk.js';
@@ -122,7 +129,7 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
   }
   stats.start();
   await processor.start();
-  logger.info('processor_started', {
+  logStartLine(logger, 'processor_started', {
     version: VERSION,
     metrics: admin ? formatAddress(admin.address) : '',
     config: config.source,
