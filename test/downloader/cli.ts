@@ -33,6 +33,7 @@ function baseConfig(dir: string): Record<string, unknown> {
 
 t.test('bad configs exit 1 with a message naming the problem', async (t) => {
   const dir = t.testdir({});
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- free-form JSON patched per case
   type Patch = (c: Record<string, any>) => void;
   const cases: [string, string, Patch, RegExp][] = [
     [
@@ -124,6 +125,7 @@ t.test('Redis unreachable: exit 1 after the PING deadline', async (t) => {
 });
 
 t.test('the shipped config is valid and boots each component', async (t) => {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- free-form JSON, edited below
   const shipped = JSON.parse(readFileSync(SHIPPED, 'utf8')) as Record<string, any>;
   const parsed = await loadConfig(SHIPPED, {});
   t.equal(parsed.processor.shutdownGraceMs, shipped.processor.shutdown_grace_ms);
