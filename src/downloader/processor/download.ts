@@ -51,6 +51,9 @@ export class AttemptAbortedError extends Error {
   override readonly name = 'AttemptAbortedError';
 }
 
+/** Body bytes gathered before one write to the temp file (memory per download stays bounded). */
+const WRITE_BATCH_BYTES = 1024 * 1024;
+
 /** Bytes kept for JPEG headers, whose frame header may follow large EXIF blocks. */
 const IMAGE_HEADER_BYTES = 256 * 1024;
 
@@ -245,6 +248,8 @@ async function writeBody(
   const state: BodyState = { size: 0, sample: [], sampleBytes: 0, mime: undefined };
   const keep = req.extractImageSize ? IMAGE_HEADER_BYTES : SAMPLE_BYTES;
   const checking = req.mimePattern !== '' || req.extractImageSize;
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
   for await (const chunk of stream as AsyncIterable<Buffer>) {
     state.size += chunk.length;
     if (state.size > req.maxBytes) throw tooLarge(req.maxBytes, code);
@@ -256,18 +261,31 @@ async function writeBody(
     if (checking && state.mime === undefined && state.sampleBytes >= SAMPLE_BYTES) {
       await checkType(state, req, code);
     }
-    try {
-      await file.write(chunk);
-    } catch (err) {
-      throw new DownloadError('writing tmp file', messageOf(err), {
-        retriable: true,
-        internal: true,
-        kind: 'storage',
-      });
+    pending.push(chunk);
+    pendingBytes += chunk.length;
+    if (pendingBytes >= WRITE_BATCH_BYTES) {
+      await flush(file, pending);
+      pending = [];
+      pendingBytes = 0;
     }
   }
   if (checking && state.mime === undefined) await checkType(state, req, code);
+  await flush(file, pending);
   return state;
+}
+
+/** Writes chunks gathered from the socket in one call: fewer, larger writes to the temp file. */
+async function flush(file: FileHandle, chunks: Buffer[]): Promise<void> {
+  if (chunks.length === 0) return;
+  try {
+    await file.writev(chunks);
+  } catch (err) {
+    throw new DownloadError('writing tmp file', messageOf(err), {
+      retriable: true,
+      internal: true,
+      kind: 'storage',
+    });
+  }
 }
 
 async function checkType(state: BodyState, req: AttemptRequest, code: number): Promise<void> {
