@@ -22,7 +22,7 @@ t.test('E9: Kafka callbacks', async (t) => {
   const consumer = kafkaClient().consumer({ groupId: uniqueId('group') });
   await consumer.connect();
   t.teardown(() => consumer.disconnect());
-  await consumer.subscribe({ topic: topic as string, fromBeginning: true });
+  await consumer.subscribe({ topic: topic, fromBeginning: true });
   const messages: Record<string, unknown>[] = [];
   await consumer.run({
     eachMessage: async ({ message }) => {
