@@ -1,6 +1,8 @@
 // Safety and recovery (acceptance A3, S3, S4, C5, C8, C9): the SSRF guard, timeouts, frozen
 // aggregation limits, lost limiter keys, restarts with delayed retries, a vanished storage dir.
 import { mkdirSync, rmSync } from 'node:fs';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import {
   setupDownloader,
@@ -222,4 +224,59 @@ t.test('C8: a delayed retry survives a processor restart; C9: storage recovers',
   const stored = await callbackFor(receiver.callbacks, c9);
   t.equal(stored.body.success, true, 'the job succeeds once storage recovers');
   t.match(processor.output(), /"msg":"internal_error"/);
+});
+
+t.test('E11: an aggregation proxy carries the download; other proxy schemes fail', async (t) => {
+  const origin = await startOrigin(t);
+  origin.route('/via', (_req, res) => res.writeHead(200).end('through the proxy'));
+  const seen: string[] = [];
+  const proxy = createServer((req, res) => {
+    seen.push(req.url ?? '');
+    const upstream = httpRequest(
+      req.url ?? '',
+      { method: req.method, headers: req.headers },
+      (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      },
+    );
+    upstream.on('error', () => res.writeHead(502).end());
+    req.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    proxy.closeAllConnections();
+    proxy.close();
+  });
+  const proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+  const receiver = await startReceiver(t);
+  const dl = setupDownloader(t);
+  const { url: api } = await dl.startApi();
+  await dl.start('processor');
+  await dl.start('notifier');
+  const via = await submit(api, {
+    url: `${origin.url}/via`,
+    aggr_id: 'proxied',
+    aggr_limit: 2,
+    aggr_proxy: proxyUrl,
+    callback_url: receiver.url,
+  });
+  const cb = await callbackFor(receiver.callbacks, via);
+  t.equal(cb.body.success, true);
+  t.same(seen, [`${origin.url}/via`], 'the proxy saw the absolute-form request');
+  const socks = await submit(api, {
+    url: `${origin.url}/via`,
+    aggr_id: 'socks',
+    aggr_limit: 2,
+    aggr_proxy: 'socks5://127.0.0.1:1080',
+    callback_url: receiver.url,
+  });
+  const failed = await callbackFor(receiver.callbacks, socks);
+  t.equal(
+    failed.body.error,
+    'Error while creating request, unsupported proxy scheme "socks5", retriable: false, internal: false',
+  );
+  await sleep(700);
+  const stats = (await (await fetch(`${api}/stats/processor`)).json()) as Record<string, number>;
+  t.equal(stats.invalidProxies, 1);
 });

@@ -7,7 +7,8 @@ import { createHash } from 'node:crypto';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { STATUS_CODES } from 'node:http';
 import { isIP } from 'node:net';
-import got, { type Request, type Response } from 'got';
+import got, { type Request, type RequestFunction, type Response } from 'got';
+import { proxiedRequest } from './proxy.js';
 import { DownloadError, parseRetryAfter } from './errors.js';
 import { imageSize, ImageSizeError } from './image-size.js';
 import { detectMime, mimeMismatch, SAMPLE_BYTES } from './mime.js';
@@ -213,6 +214,9 @@ function openStream(req: AttemptRequest, signal: AbortSignal): Request {
       socket: req.timeouts.idle_ms,
     },
     ...(req.guard ? { dnsLookup: req.guard.lookup() } : {}),
+    ...(req.proxy !== ''
+      ? { request: proxiedRequest(req.proxy, req.guard?.lookup()) as unknown as RequestFunction }
+      : {}),
     hooks: {
       beforeRedirect: [
         (options) => {
@@ -324,9 +328,6 @@ function sizeOf(state: BodyState, code: number): string {
 export async function runAttempt(req: AttemptRequest): Promise<AttemptResult> {
   checkScheme(req.url);
   checkProxy(req.proxy);
-  // TODO: aggregation proxies are validated but not used yet: requests go to the origin directly,
-  // because got has no forward-proxy support of its own and the agent for absolute-form HTTP and
-  // CONNECT tunnels has not been written.
   const attemptTimer = AbortSignal.timeout(req.attemptMs);
   const signal = AbortSignal.any([req.signal, attemptTimer]);
   let response: Response | undefined;
@@ -335,6 +336,7 @@ export async function runAttempt(req: AttemptRequest): Promise<AttemptResult> {
   stream.on('error', () => undefined); // errors reach us through the awaits below
   try {
     guardLiteral(req.guard, new URL(req.url));
+    if (req.proxy !== '') guardLiteral(req.guard, new URL(req.proxy));
     response = await awaitResponse(stream);
     const code = response.statusCode;
     if (code >= 400) throw statusError(response, req.retryAfterMaxS);
