@@ -226,3 +226,74 @@ t.test(
     );
   },
 );
+
+t.test(
+  'B3: a lease lost on the last allowed attempt fails the job with the lease error',
+  async (t) => {
+    const dl = setupDownloader(t, { processor: { visibility_timeout_ms: 1500 } });
+    const origin = await startOrigin(t);
+    const receiver = await startReceiver(t);
+    origin.route('/hang', (_req, res) => {
+      res.writeHead(200, { 'Content-Length': '1000' });
+      res.write('x');
+    });
+    const { url: api } = await dl.startApi();
+    const doomed = await dl.start('processor');
+    await dl.start('notifier');
+    const id = await submit(api, {
+      url: `${origin.url}/hang`,
+      aggr_id: 'b3',
+      aggr_limit: 4,
+      max_retries: 0,
+      callback_url: receiver.url,
+    });
+    while (!origin.hits.get('/hang')) await sleep(50);
+    await doomed.stop('SIGKILL');
+    await dl.start('processor');
+    const [cb] = await receiver.waitFor(1, 15_000);
+    t.equal(cb?.body.job_id, id);
+    t.equal(
+      cb?.body.error,
+      'Error while downloading file, lease expired before the attempt finished, retriable: true, internal: false',
+    );
+    t.equal(origin.hits.get('/hang'), 1, 'not downloaded again');
+  },
+);
+
+t.test('C2: a backlog in one aggregation does not delay another', async (t) => {
+  const dl = setupDownloader(t);
+  const origin = await startOrigin(t);
+  const receiver = await startReceiver(t);
+  origin.route('/slow', (_req, res) => setTimeout(() => res.writeHead(200).end('a'), 2000).unref());
+  origin.route('/quick', (_req, res) => res.writeHead(200).end('b'));
+  const { url: api } = await dl.startApi();
+  await dl.start('processor');
+  await dl.start('notifier');
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 32 }, async () => {
+      while (next++ < 1000) {
+        await submit(api, {
+          url: `${origin.url}/slow`,
+          aggr_id: 'A',
+          aggr_limit: 1,
+          callback_url: receiver.url,
+        });
+      }
+    }),
+  );
+  const posted = Date.now();
+  const id = await submit(api, {
+    url: `${origin.url}/quick`,
+    aggr_id: 'B',
+    aggr_limit: 1,
+    callback_url: receiver.url,
+  });
+  const deadline = posted + 5000;
+  while (!receiver.callbacks.some((c) => c.body.job_id === id) && Date.now() < deadline)
+    await sleep(10);
+  const cb = receiver.callbacks.find((c) => c.body.job_id === id);
+  t.ok(cb, 'aggregation B was called back');
+  t.ok(cb && cb.at - posted < 1000, `within 1 s (${cb ? cb.at - posted : 'none'} ms)`);
+  t.ok((origin.hits.get('/slow') ?? 0) <= 2, 'aggregation A still runs one at a time');
+});
