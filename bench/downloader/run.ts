@@ -75,6 +75,12 @@ function runTool(command: string, args: string[]): Promise<void> {
   });
 }
 
+/** User + system CPU seconds a process used so far. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 function rssKiB(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
@@ -211,9 +217,19 @@ async function run(dir: string, prefix: string, children: ChildProcess[]): Promi
   await waitCallbacks(warm, 120_000);
   postLatencies.length = 0;
   const paths = Array.from({ length: SMALL_FILES }, (_v, i) => `/f/${i}`);
+  const pids = { api: api.child.pid, processor: processor.child.pid, notifier: notifier.child.pid };
+  const cpuBefore = Object.fromEntries(
+    Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid as number)]),
+  );
   const t0 = performance.now();
   await postAll(paths);
   const last = await waitCallbacks(paths, 300_000);
+  const cpuUsed = Object.fromEntries(
+    Object.entries(pids).map(([k, pid]) => [
+      k,
+      Number((cpuSeconds(pid as number) - (cpuBefore[k] ?? 0)).toFixed(2)),
+    ]),
+  );
   const jobsPerS = SMALL_FILES / ((last - t0) / 1000);
   const latencies = paths.map((p) => (callbacks.get(p) as number) - (finished.get(p) as number));
 
@@ -254,6 +270,7 @@ async function run(dir: string, prefix: string, children: ChildProcess[]): Promi
       baseline_fetches_per_s: Number(baselinePerS.toFixed(1)),
       ratio: Number((jobsPerS / baselinePerS).toFixed(3)),
       bar: '>= 0.5',
+      cpu_seconds: cpuUsed,
     },
     large_file: {
       size_mib: LARGE_MB,

@@ -68,6 +68,9 @@ export class Notifier {
 
   private async loop(name: string, everyMs: number, round: () => Promise<void>): Promise<void> {
     while (!this.closing) {
+      // Armed before the round, so a nudge that arrives while it runs skips the next sleep.
+      const nudged = new AbortController();
+      if (name === 'claim') this.wake = () => nudged.abort();
       try {
         await round();
       } catch (err) {
@@ -78,8 +81,6 @@ export class Notifier {
         });
       }
       if (this.closing) break;
-      const nudged = new AbortController();
-      if (name === 'claim') this.wake = () => nudged.abort();
       await sleep(everyMs, AbortSignal.any([nudged.signal, this.stopping.signal]));
     }
   }

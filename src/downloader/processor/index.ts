@@ -30,7 +30,16 @@ import { removeOrphans, verifyWritable } from './storage.js';
 
 const ORPHAN_SWEEP_MS = 3_600_000;
 
+/**
+ * libuv's thread pool runs every file operation (open, write, fsync, rename) and DNS lookup;
+ * its default of 4 threads serialises the fsyncs of many concurrent downloads. libuv reads the
+ * variable when the pool starts, on the first such operation (reading the config), so it is set
+ * before that; an operator's own value wins.
+ */
+const THREAD_POOL_SIZE = '16';
+
 export async function main(argv: string[], io: CliIo): Promise<number | Service> {
+  process.env.UV_THREADPOOL_SIZE ??= THREAD_POOL_SIZE;
   const flags = parseFlags(
     argv,
     {

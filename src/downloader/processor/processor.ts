@@ -101,6 +101,9 @@ export class Processor {
   /** Runs `round` every `everyMs` (sooner when nudged) until shutdown; failures are logged. */
   private async loop(name: string, everyMs: number, round: () => Promise<void>): Promise<void> {
     while (!this.closing) {
+      // Armed before the round, so a nudge that arrives while it runs skips the next sleep.
+      const nudged = new AbortController();
+      if (name === 'claim') this.wake = () => nudged.abort();
       try {
         await round();
       } catch (err) {
@@ -111,8 +114,6 @@ export class Processor {
         });
       }
       if (this.closing) break;
-      const nudged = new AbortController();
-      if (name === 'claim') this.wake = () => nudged.abort();
       await sleep(everyMs, AbortSignal.any([nudged.signal, this.stopping.signal]));
     }
   }
