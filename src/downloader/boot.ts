@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import type { Redis } from 'ioredis';
 import type { CliIo } from '../common/component.js';
-import { createLogger, type Logger } from '../common/logger.js';
+import { createLogger, levelFromEnv, type Logger } from '../common/logger.js';
 import { createRedis, waitForRedis } from '../common/redis.js';
 import { loadConfig, DownloaderConfigError, type DownloaderConfig } from './config.js';
 
@@ -69,8 +69,10 @@ export async function bootConfig(flags: DownloaderFlags, io: CliIo): Promise<Dow
   return loadConfig(flags.config, io.env);
 }
 
+/** The component's logger: JSON lines on stdout, at `LOG_LEVEL` if set, else `log.level`. */
 export function componentLogger(config: DownloaderConfig, io: CliIo, component: string): Logger {
-  return createLogger({ stream: io.stdout, level: config.logLevel, fields: { component } });
+  const level = levelFromEnv(io.env, config.logLevel);
+  return createLogger({ stream: io.stdout, level, fields: { component } });
 }
 
 /** Opens the component's Redis connection and waits for PING. */
