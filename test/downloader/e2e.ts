@@ -259,3 +259,30 @@ t.test('one deployment, many jobs', async (t) => {
     t.notOk(existsSync(join(dl.rootDir, id.slice(0, 3), id)));
   });
 });
+
+t.test('the reaper deletes a delivered file after deletion_interval', async (t) => {
+  // 0.02 minutes: 1.2 s.
+  const dl = setupDownloader(t, { notifier: { deletion_interval: 0.02 } });
+  const origin = await startOrigin(t);
+  const receiver = await startReceiver(t);
+  origin.route('/f', (_req, res) => res.writeHead(200).end('short-lived'));
+  const { url: api } = await dl.startApi();
+  await dl.start('processor');
+  await dl.start('notifier');
+  const id = await submit(api, {
+    url: `${origin.url}/f`,
+    aggr_id: 'r',
+    aggr_limit: 1,
+    callback_url: receiver.url,
+  });
+  await receiver.waitFor(1);
+  const stored = join(dl.rootDir, id.slice(0, 3), id);
+  t.ok(existsSync(stored), 'stored while the deletion is pending');
+  const deadline = Date.now() + 10_000;
+  while (existsSync(stored) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  t.notOk(existsSync(stored), 'deleted');
+  await new Promise((r) => setTimeout(r, 700));
+  const stats = (await (await fetch(`${api}/stats/processor`)).json()) as Record<string, number>;
+  t.equal(stats.reaperSuccessfulDeletions, 1);
+  t.equal(await dl.redis.zcard(`${dl.prefix}deletions`), 0, 'nothing left scheduled');
+});
