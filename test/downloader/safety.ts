@@ -2,7 +2,7 @@
 // aggregation limits, lost limiter keys, restarts with delayed retries, a vanished storage dir.
 import { mkdirSync, rmSync } from 'node:fs';
 import { createServer, request as httpRequest } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, Socket, type AddressInfo } from 'node:net';
 import t from 'tap';
 import {
   setupDownloader,
@@ -280,3 +280,55 @@ t.test('E11: an aggregation proxy carries the download; other proxy schemes fail
   const stats = (await (await fetch(`${api}/stats/processor`)).json()) as Record<string, number>;
   t.equal(stats.invalidProxies, 1);
 });
+
+t.test(
+  'C7 (connection form): every Redis connection cut mid-run; all jobs still call back',
+  async (t) => {
+    // The shared Redis cannot be restarted here, so a forwarder in front of it drops every
+    // connection of all three components at once, as a restart would.
+    const sockets = new Set<Socket>();
+    const forwarder = createNetServer((client) => {
+      const upstream = new Socket();
+      upstream.connect(6379, '127.0.0.1');
+      client.pipe(upstream).pipe(client);
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on('error', () => undefined);
+        s.on('close', () => sockets.delete(s));
+      }
+    });
+    await new Promise<void>((resolve) => forwarder.listen(0, '127.0.0.1', resolve));
+    t.teardown(() => {
+      for (const s of sockets) s.destroy();
+      forwarder.close();
+    });
+    const port = (forwarder.address() as AddressInfo).port;
+    const dl = setupDownloader(t, { redis: { addr: `127.0.0.1:${port}` } });
+    const origin = await startOrigin(t);
+    const receiver = await startReceiver(t);
+    origin.route('/f', (_req, res) => setTimeout(() => res.writeHead(200).end('x'), 100));
+    const { url: api } = await dl.startApi();
+    await dl.start('processor');
+    await dl.start('notifier');
+    const ids = await Promise.all(
+      Array.from({ length: 40 }, () =>
+        submit(api, {
+          url: `${origin.url}/f`,
+          aggr_id: `c7-${Math.random() < 0.5 ? 1 : 2}`,
+          aggr_limit: 3,
+          callback_url: receiver.url,
+        }),
+      ),
+    );
+    while (receiver.callbacks.length < 5) await sleep(20);
+    for (const s of sockets) s.destroy();
+    const callbacks = await receiver.waitFor(40, 60_000);
+    const delivered = new Set(callbacks.map((c) => c.body.job_id));
+    t.equal(delivered.size, 40, 'every job called back');
+    t.ok(ids.every((id) => delivered.has(id)));
+    t.ok(
+      callbacks.every((c) => c.body.success === true),
+      'all succeeded',
+    );
+  },
+);
