@@ -1,6 +1,9 @@
 // Safety and recovery (acceptance A3, S3, S4, C5, C8, C9): the SSRF guard, timeouts, frozen
 // aggregation limits, lost limiter keys, restarts with delayed retries, a vanished storage dir.
-import { mkdirSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import { join } from 'node:path';
 import { createServer, request as httpRequest } from 'node:http';
 import { createServer as createNetServer, Socket, type AddressInfo } from 'node:net';
 import t from 'tap';
@@ -332,3 +335,48 @@ t.test(
     );
   },
 );
+
+t.test('TLS: a certificate the processor cannot verify fails permanently, stat tls', async (t) => {
+  const dir = t.testdir({});
+  const made = spawnSync('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=localhost',
+    '-keyout',
+    join(dir, 'key.pem'),
+    '-out',
+    join(dir, 'cert.pem'),
+  ]);
+  if (!t.equal(made.status, 0, 'openssl made a test certificate', { stderr: String(made.stderr) }))
+    return;
+  const server = createHttpsServer(
+    { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) },
+    (_req, res) => res.writeHead(200).end('secret'),
+  );
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const receiver = await startReceiver(t);
+  const dl = setupDownloader(t);
+  const { url: api } = await dl.startApi();
+  await dl.start('processor');
+  await dl.start('notifier');
+  const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}/f`;
+  const id = await submit(api, { url, aggr_id: 'tls', aggr_limit: 1, callback_url: receiver.url });
+  const cb = await callbackFor(receiver.callbacks, id);
+  t.match(
+    cb.body.error,
+    /^Error while performing request, TLS Error occured: .*certificate.*, retriable: false, internal: false$/,
+  );
+  await sleep(700);
+  const stats = (await (await fetch(`${api}/stats/processor`)).json()) as Record<string, number>;
+  t.equal(stats['download.response.tls'], 1);
+});
