@@ -380,3 +380,75 @@ t.test('TLS: a certificate the processor cannot verify fails permanently, stat t
   const stats = (await (await fetch(`${api}/stats/processor`)).json()) as Record<string, number>;
   t.equal(stats['download.response.tls'], 1);
 });
+
+// The executable does not trust a test CA (NODE_EXTRA_CA_CERTS has no effect on it), so the
+// handshake through the tunnel ends with the TLS error: that it is reached at all shows the
+// tunnel carried it.
+t.test('E11 over HTTPS: the TLS handshake goes through a CONNECT tunnel', async (t) => {
+  const dir = t.testdir({});
+  const made = spawnSync('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=localhost',
+    '-addext',
+    'subjectAltName=DNS:localhost',
+    '-keyout',
+    join(dir, 'key.pem'),
+    '-out',
+    join(dir, 'cert.pem'),
+  ]);
+  if (!t.equal(made.status, 0, 'openssl made a test certificate', { stderr: String(made.stderr) }))
+    return;
+  const body = Buffer.from('tunnelled bytes');
+  const server = createHttpsServer(
+    { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) },
+    (_req, res) => res.writeHead(200).end(body),
+  );
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const connects: string[] = [];
+  const proxy = createServer((_req, res) => res.writeHead(405).end());
+  proxy.on('connect', (req, client: Socket, head: Buffer) => {
+    connects.push(req.url ?? '');
+    const [host, port] = (req.url ?? '').split(':');
+    const upstream = new Socket();
+    upstream.connect(Number(port), host === 'localhost' ? '127.0.0.1' : (host ?? ''), () => {
+      client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      upstream.write(head);
+      upstream.pipe(client).pipe(upstream);
+    });
+    upstream.on('error', () => client.destroy());
+    client.on('error', () => upstream.destroy());
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+    proxy.closeAllConnections();
+    proxy.close();
+  });
+  const receiver = await startReceiver(t);
+  const dl = setupDownloader(t);
+  const { url: api } = await dl.startApi();
+  await dl.start('processor');
+  await dl.start('notifier');
+  const port = (server.address() as AddressInfo).port;
+  const id = await submit(api, {
+    url: `https://localhost:${port}/f`,
+    aggr_id: 'tunnel',
+    aggr_limit: 1,
+    aggr_proxy: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+    callback_url: receiver.url,
+  });
+  const cb = await callbackFor(receiver.callbacks, id);
+  t.same(connects, [`localhost:${port}`], 'one CONNECT to the origin');
+  t.match(
+    cb.body.error,
+    /^Error while performing request, TLS Error occured: self-signed certificate/,
+  );
+});
