@@ -1,7 +1,138 @@
-import type { CliIo } from '../../common/component.js';
-import { NotImplementedError } from '../../common/errors.js';
+/**
+ * `skroutz-infra downloader-notifier`: delivers the result of each finished download to its
+ * callback (HTTP POST or Kafka message) and schedules the stored file's deletion.
+ */
+import { startAdminServer, type AdminServer } from '../../common/admin-server.js';
+import { parseHostPort } from '../../common/config.js';
+import type { CliIo, Service } from '../../common/component.js';
+import { once } from '../../common/component.js';
+import { createRegistry } from '../../common/metrics.js';
+import { formatAddress } from '../../common/net.js';
+import { runShutdownSteps } from '../../common/shutdown.js';
+import { VERSION } from '../../common/version.js';
+import {
+  bootConfig,
+  componentLogger,
+  connectRedis,
+  logStartLine,
+  parseFlags,
+  StatsRecorder,
+} from '../boot.js';
+import { JobBus } from '../bus.js';
+import { DownloaderConfigError } from '../config.js';
+import { HttpBackend, KafkaBackend } from './backends.js';
+import { NotifierMetrics } from './metrics.js';
+import { Notifier } from './notifier.js';
 
-/** Placeholder until the component lands: the subcommand exists but refuses to start. */
-export function main(_argv: string[], _io: CliIo): Promise<number> {
-  return Promise.reject(new NotImplementedError('the downloader-notifier component'));
+export async function main(argv: string[], io: CliIo): Promise<number | Service> {
+  const flags = parseFlags(
+    argv,
+    {
+      name: 'downloader-notifier',
+      description: 'Downloader callbacks: delivers job results over HTTP or Kafka.',
+      listener: false,
+    },
+    io,
+  );
+  if (typeof flags === 'number') return flags;
+  const config = await bootConfig(flags, io);
+  const n = config.notifier;
+  const metricsAddr = n.metricsAddr === '' ? undefined : parseHostPort(n.metricsAddr);
+  if (n.metricsAddr !== '' && !metricsAddr) {
+    throw new DownloaderConfigError(
+      `notifier.metrics_addr must be "host:port" or "" (got ${JSON.stringify(n.metricsAddr)})`,
+    );
+  }
+  const logger = componentLogger(config, io, 'downloader-notifier');
+  const redis = await connectRedis(config, 'notifier', logger);
+  const subscriber = await connectRedis(config, 'notifier', logger, 'doorbell');
+  const bus = new JobBus(redis, config.redis.keyPrefix);
+  const registry = createRegistry({ component: 'downloader-notifier' });
+  const metrics = new NotifierMetrics(registry);
+  const stats = new StatsRecorder(
+    (snapshot, ttlMs) => bus.writeStats('notifier', bus.instanceId, snapshot, ttlMs),
+    n.statsIntervalMs,
+    logger,
+  );
+  const backends = {
+    http: config.backends.http ? new HttpBackend(config.backends.http.timeoutMs) : undefined,
+    kafka: config.backends.kafka ? new KafkaBackend(config.backends.kafka, logger) : undefined,
+  };
+  const notifier = new Notifier({ config, bus, logger, metrics, stats, backends, subscriber });
+  let admin: AdminServer | undefined;
+  if (metricsAddr) {
+    admin = await startAdminServer({
+      host: metricsAddr.host,
+      port: metricsAddr.port,
+      registry,
+      logger,
+      health: () => ({ healthy: true, details: { in_flight: notifier.inFlight } }),
+    });
+  }
+  stats.start();
+  await notifier.start();
+  logStartLine(logger, 'notifier_started', {
+    version: VERSION,
+    metrics: admin ? formatAddress(admin.address) : '',
+    config: config.source,
+    backends: Object.entries(backends)
+      .filter(([, b]) => b)
+      .map(([id]) => id),
+    instance: bus.instanceId,
+  });
+
+  let resolveDone: (code: number) => void = () => undefined;
+  const done = new Promise<number>((resolve) => (resolveDone = resolve));
+  let drained = { finished: 0, requeued: 0 };
+  const close = once(async () => {
+    const failed = await runShutdownSteps(
+      [
+        {
+          name: 'drain',
+          run: async () => void (drained = await notifier.drain(n.shutdownGraceMs)),
+          timeoutMs: n.shutdownGraceMs + 2000,
+        },
+        {
+          name: 'stats',
+          run: async () => {
+            stats.stop();
+            await stats.flush();
+          },
+          timeoutMs: 1000,
+        },
+        {
+          name: 'backends',
+          run: async () => {
+            await backends.kafka?.close();
+            await backends.http?.close();
+          },
+          timeoutMs: 3000,
+        },
+        { name: 'metrics', run: () => admin?.close(), timeoutMs: 1000 },
+        {
+          name: 'redis',
+          run: async () => {
+            await subscriber.quit();
+            await redis.quit();
+          },
+          timeoutMs: 1000,
+        },
+      ],
+      logger,
+    );
+    logger.info('notifier_stopped', { ...drained, failed_steps: failed });
+    const code = failed.length === 0 ? 0 : 1;
+    resolveDone(code);
+    return code;
+  });
+  return {
+    close: () => close(),
+    destroy: () => {
+      redis.disconnect();
+      subscriber.disconnect();
+    },
+    done,
+    // The packaging test expects the notifier to stop within its grace period.
+    shutdownTimeoutMs: n.shutdownGraceMs + 4000,
+  };
 }

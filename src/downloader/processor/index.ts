@@ -1,7 +1,197 @@
-import type { CliIo } from '../../common/component.js';
-import { NotImplementedError } from '../../common/errors.js';
+/**
+ * `skroutz-infra downloader-processor`: claims download jobs from the bus, fetches and stores
+ * them under per-aggregation limits shared across processors, and reaps delivered files.
+ */
+import { mkdir } from 'node:fs/promises';
+import { startAdminServer, type AdminServer } from '../../common/admin-server.js';
+import { parseHostPort } from '../../common/config.js';
+import type { CliIo, Service } from '../../common/component.js';
+import { once } from '../../common/component.js';
+import { createRegistry } from '../../common/metrics.js';
+import { formatAddress } from '../../common/net.js';
+import { runShutdownSteps } from '../../common/shutdown.js';
+import { VERSION } from '../../common/version.js';
+import {
+  bootConfig,
+  componentLogger,
+  connectRedis,
+  logStartLine,
+  parseFlags,
+  StatsRecorder,
+} from '../boot.js';
+import { JobBus } from '../bus.js';
+import { DownloaderConfigError } from '../config.js';
+import { DiskWatermark, realStatFs } from './disk.js';
+import { LimiterGroup } from './limiter.js';
+import { ProcessorMetrics } from './metrics.js';
+import { Processor } from './processor.js';
+import { SsrfGuard } from './ssrf.js';
+import { removeOrphans, verifyWritable } from './storage.js';
 
-/** Placeholder until the component lands: the subcommand exists but refuses to start. */
-export function main(_argv: string[], _io: CliIo): Promise<number> {
-  return Promise.reject(new NotImplementedError('the downloader-processor component'));
+const ORPHAN_SWEEP_MS = 3_600_000;
+
+/**
+ * libuv's thread pool runs every file operation (open, write, fsync, rename) and DNS lookup;
+ * its default of 4 threads serialises the fsyncs of many concurrent downloads. libuv reads the
+ * variable when the pool starts, on the first such operation (reading the config), so it is set
+ * before that; an operator's own value wins.
+ */
+const THREAD_POOL_SIZE = '16';
+
+export async function main(argv: string[], io: CliIo): Promise<number | Service> {
+  process.env.UV_THREADPOOL_SIZE ??= THREAD_POOL_SIZE;
+  const flags = parseFlags(
+    argv,
+    {
+      name: 'downloader-processor',
+      description: 'Downloader worker: claims jobs, downloads, checks and stores files.',
+      listener: false,
+    },
+    io,
+  );
+  if (typeof flags === 'number') return flags;
+  const config = await bootConfig(flags, io);
+  const p = config.processor;
+  let guard: SsrfGuard | undefined;
+  try {
+    guard = p.ssrfGuard.enabled ? new SsrfGuard(p.ssrfGuard.allow) : undefined;
+  } catch (err) {
+    throw new DownloaderConfigError(`processor.ssrf_guard.allow: ${(err as Error).message}`);
+  }
+  const metricsAddr = p.metricsAddr === '' ? undefined : parseHostPort(p.metricsAddr);
+  if (p.metricsAddr !== '' && !metricsAddr) {
+    throw new DownloaderConfigError(
+      `processor.metrics_addr must be "host:port" or "" (got ${JSON.stringify(p.metricsAddr)})`,
+    );
+  }
+  try {
+    await verifyWritable(p.storageDir);
+    await mkdir(p.rootDir, { recursive: true, mode: 0o755 });
+  } catch (err) {
+    throw new DownloaderConfigError(
+      `Error verifying storage directory is writable: ${(err as Error).message}`,
+    );
+  }
+  const logger = componentLogger(config, io, 'downloader-processor');
+  if (p.rootDefaulted) logger.warn('filestorage_defaulted', { rootdir: p.rootDir });
+
+  const redis = await connectRedis(config, 'processor', logger);
+  const limiterClient = await connectRedis(config, 'processor', logger, 'limiter');
+  const subscriber = await connectRedis(config, 'processor', logger, 'doorbell');
+  const bus = new JobBus(redis, config.redis.keyPrefix);
+  const registry = createRegistry({ component: 'downloader-processor' });
+  const metrics = new ProcessorMetrics(registry);
+  const stats = new StatsRecorder(
+    (snapshot, ttlMs) => bus.writeStats('processor', bus.instanceId, snapshot, ttlMs),
+    p.statsIntervalMs,
+    logger,
+  );
+  const limiters = new LimiterGroup({
+    client: limiterClient,
+    keyPrefix: config.redis.keyPrefix,
+    logger,
+  });
+  await limiters.ready();
+
+  const disk = new DiskWatermark(p.disk.high_pct, p.disk.low_pct);
+  const checkDisk = async (): Promise<void> => {
+    const change = disk.update(await realStatFs(p.storageDir));
+    metrics.diskUsage.set(disk.usage);
+    metrics.diskPaused.set(disk.paused ? 1 : 0);
+    if (change)
+      logger.warn(change === 'paused' ? 'disk_paused' : 'disk_resumed', { usage: disk.usage });
+  };
+  await checkDisk();
+  const diskTimer = setInterval(() => {
+    checkDisk().catch((err: unknown) => logger.warn('disk_check_failed', { err }));
+  }, p.disk.interval_ms);
+  diskTimer.unref();
+  const sweep = (): void => {
+    removeOrphans(p.storageDir, p.timeouts.attempt_ms + 30_000)
+      .then((n) => n > 0 && logger.info('orphans_removed', { count: n }))
+      .catch((err: unknown) => logger.warn('orphan_sweep_failed', { err }));
+  };
+  sweep();
+  const sweepTimer = setInterval(sweep, ORPHAN_SWEEP_MS);
+  sweepTimer.unref();
+
+  const processor = new Processor({
+    config,
+    bus,
+    logger,
+    metrics,
+    stats,
+    limiters,
+    guard,
+    subscriber,
+    isDiskPaused: () => disk.paused,
+  });
+  let admin: AdminServer | undefined;
+  if (metricsAddr) {
+    admin = await startAdminServer({
+      host: metricsAddr.host,
+      port: metricsAddr.port,
+      registry,
+      logger,
+      health: () => ({ healthy: true, details: { in_flight: processor.inFlight } }),
+    });
+  }
+  stats.start();
+  await processor.start();
+  logStartLine(logger, 'processor_started', {
+    version: VERSION,
+    metrics: admin ? formatAddress(admin.address) : '',
+    config: config.source,
+    instance: bus.instanceId,
+  });
+
+  let resolveDone: (code: number) => void = () => undefined;
+  const done = new Promise<number>((resolve) => (resolveDone = resolve));
+  let drained = { finished: 0, requeued: 0 };
+  const close = once(async () => {
+    clearInterval(diskTimer);
+    clearInterval(sweepTimer);
+    const failed = await runShutdownSteps(
+      [
+        {
+          name: 'drain',
+          run: async () => void (drained = await processor.drain(p.shutdownGraceMs)),
+          timeoutMs: p.shutdownGraceMs + 3000,
+        },
+        {
+          name: 'stats',
+          run: async () => {
+            stats.stop();
+            await stats.flush();
+          },
+          timeoutMs: 1000,
+        },
+        { name: 'limiters', run: () => limiters.disconnect(), timeoutMs: 1000 },
+        { name: 'metrics', run: () => admin?.close(), timeoutMs: 1000 },
+        {
+          name: 'redis',
+          run: async () => {
+            await subscriber.quit();
+            await redis.quit();
+          },
+          timeoutMs: 1000,
+        },
+      ],
+      logger,
+    );
+    logger.info('processor_stopped', { ...drained, failed_steps: failed });
+    const code = failed.length === 0 ? 0 : 1;
+    resolveDone(code);
+    return code;
+  });
+  return {
+    close: () => close(),
+    destroy: () => {
+      redis.disconnect();
+      subscriber.disconnect();
+      limiterClient.disconnect();
+    },
+    done,
+    shutdownTimeoutMs: p.shutdownGraceMs + 5000,
+  };
 }

@@ -1,0 +1,179 @@
+/**
+ * What the three downloader commands share at start: their flags, the config, the logger, the
+ * Redis connection (PING for up to 10 s, CLIENT SETNAME) and the stats snapshot writer.
+ */
+import { resolve } from 'node:path';
+import { Command, CommanderError, Option } from 'commander';
+import type { Redis } from 'ioredis';
+import type { CliIo } from '../common/component.js';
+import { createLogger, levelFromEnv, type Logger } from '../common/logger.js';
+import { createRedis, waitForRedis } from '../common/redis.js';
+import { loadConfig, DownloaderConfigError, type DownloaderConfig } from './config.js';
+
+export interface DownloaderFlags {
+  config: string;
+  host: string | undefined;
+  port: number;
+}
+
+export interface FlagSpec {
+  name: string;
+  description: string;
+  /** The api also takes --host and --port. */
+  listener: boolean;
+}
+
+function parsePort(value: string): number {
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new CommanderError(2, 'downloader.port', `--port must be from 0 to 65535 (got ${value})`);
+  }
+  return port;
+}
+
+/** Parses argv; a number is the exit code of `--help` or of a usage error. */
+export function parseFlags(argv: string[], spec: FlagSpec, io: CliIo): DownloaderFlags | number {
+  const program = new Command(`skroutz-infra ${spec.name}`)
+    .description(spec.description)
+    .addOption(
+      new Option(
+        '-c, --config <path>',
+        'JSON config shared by the api, processor and notifier',
+      ).default('config.json'),
+    )
+    .exitOverride()
+    .configureOutput({
+      writeOut: (text) => io.stdout.write(text),
+      writeErr: (text) => io.stderr.write(text),
+    })
+    .addHelpText(
+      'after',
+      '\nConfig keys, defaults, metrics and shutdown are described in docs/downloader.md.',
+    );
+  if (spec.listener) {
+    program
+      .option('--host <host>', 'interface to listen on (default: all interfaces)')
+      .option('-p, --port <port>', 'HTTP port of the API, dashboard and /metrics', parsePort, 8000);
+  }
+  try {
+    program.parse(argv, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    throw err;
+  }
+  const opts = program.opts<{ config: string; host?: string; port?: number }>();
+  return { config: resolve(io.cwd, opts.config), host: opts.host, port: opts.port ?? 8000 };
+}
+
+export async function bootConfig(flags: DownloaderFlags, io: CliIo): Promise<DownloaderConfig> {
+  return loadConfig(flags.config, io.env);
+}
+
+/** The component's logger: JSON lines on stdout, at `LOG_LEVEL` if set, else `log.level`. */
+export function componentLogger(config: DownloaderConfig, io: CliIo, component: string): Logger {
+  const level = levelFromEnv(io.env, config.logLevel);
+  return createLogger({ stream: io.stdout, level, fields: { component } });
+}
+
+/** Opens the component's Redis connection and waits for PING. */
+export async function connectRedis(
+  config: DownloaderConfig,
+  component: string,
+  logger: Logger,
+  role = 'main',
+): Promise<Redis> {
+  const r = config.redis;
+  const client = createRedis({
+    url: `redis://${r.host.includes(':') ? `[${r.host}]` : r.host}:${r.port}`,
+    name: role === 'main' ? `downloader-${component}` : `downloader-${component}-${role}`,
+    logger,
+    maxRetriesPerRequest: 2,
+    extra: r.sentinels && r.masterName ? { sentinels: r.sentinels, name: r.masterName } : {},
+  });
+  try {
+    await waitForRedis(client, 10_000);
+  } catch (err) {
+    client.disconnect();
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new DownloaderConfigError(`Could not ping Redis Server successfully: ${reason}`);
+  }
+  return client;
+}
+
+/**
+ * Per-instance counters in the original's key names, written to Redis every interval with a TTL
+ * of two intervals, so `/stats/<component>` sums only live instances.
+ */
+export class StatsRecorder {
+  private readonly values = new Map<string, number>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly write: (snapshot: Record<string, number>, ttlMs: number) => Promise<void>,
+    private readonly intervalMs: number,
+    private readonly logger: Logger,
+  ) {}
+
+  add(key: string, by = 1): void {
+    this.values.set(key, (this.values.get(key) ?? 0) + by);
+  }
+
+  set(key: string, value: number): void {
+    this.values.set(key, value);
+  }
+
+  /** Raises the `max*` peak for `key` to `value` if higher. */
+  peak(key: string, value: number): void {
+    if (value > (this.values.get(key) ?? 0)) this.values.set(key, value);
+  }
+
+  get(key: string): number {
+    return this.values.get(key) ?? 0;
+  }
+
+  snapshot(): Record<string, number> {
+    return { alive: 1, ...Object.fromEntries(this.values) };
+  }
+
+  start(): void {
+    const tick = (): void => {
+      this.flush().catch((err: unknown) => this.logger.warn('stats_write_failed', { err }));
+    };
+    tick();
+    this.timer = setInterval(tick, this.intervalMs);
+    this.timer.unref();
+  }
+
+  async flush(): Promise<void> {
+    await this.write(this.snapshot(), this.intervalMs * 2);
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}
+
+/** A sleep that ends early when `signal` aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolveSleep) => {
+    if (signal?.aborted) return resolveSleep();
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolveSleep();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/**
+ * Writes the start line once `main.ts` has installed its signal handlers. It installs them
+ * right after `main()` resolves; a supervisor that signals as soon as it reads the start line
+ * would otherwise kill the process with the default SIGTERM action in that gap. `setImmediate`
+ * runs after the microtasks that install them.
+ */
+export function logStartLine(logger: Logger, event: string, fields: Record<string, unknown>): void {
+  setImmediate(() => logger.info(event, fields));
+}

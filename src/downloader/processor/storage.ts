@@ -1,0 +1,80 @@
+/**
+ * Filesystem storage: a finished temp file moves to `<root>/<ID[0:3]>/<ID>`, the tree a web server
+ * serves, and the directory is fsynced so the rename survives a crash.
+ */
+import { constants } from 'node:fs';
+import { copyFile, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { storageError } from './errors.js';
+
+export function storedPath(root: string, id: string): string {
+  return join(root, id.slice(0, 3), id);
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, constants.O_RDONLY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Moves `tmpPath` into place; storage failures are internal DownloadErrors. */
+export async function storeFile(root: string, id: string, tmpPath: string): Promise<void> {
+  const dir = join(root, id.slice(0, 3));
+  const target = join(dir, id);
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    try {
+      await rename(tmpPath, target);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+      await copyFile(tmpPath, target);
+      await unlink(tmpPath);
+    }
+    await syncDir(dir);
+  } catch (err) {
+    await unlink(tmpPath).catch(() => undefined);
+    throw storageError('storing file to default storage backend', err);
+  }
+}
+
+/** Deletes a stored file; a missing file counts as deleted. */
+export async function deleteStored(root: string, id: string): Promise<void> {
+  try {
+    await unlink(storedPath(root, id));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
+/** Checks that `dir` exists and accepts a file, as the original does at start. */
+export async function verifyWritable(dir: string): Promise<void> {
+  const probe = join(dir, `.write-check-${process.pid}`);
+  const handle = await open(probe, 'w');
+  await handle.close();
+  await unlink(probe);
+}
+
+/** Removes `*.tmp` files in `dir` older than `maxAgeMs`; returns how many went. */
+export async function removeOrphans(
+  dir: string,
+  maxAgeMs: number,
+  nowMs = Date.now(),
+): Promise<number> {
+  let removed = 0;
+  for (const name of await readdir(dir)) {
+    if (!name.endsWith('.tmp')) continue;
+    const path = join(dir, name);
+    try {
+      const info = await stat(path);
+      if (nowMs - info.mtimeMs < maxAgeMs) continue;
+      await unlink(path);
+      removed += 1;
+    } catch {
+      // Gone already, or another processor's file that vanished in between: nothing to do.
+    }
+  }
+  return removed;
+}
