@@ -18,7 +18,7 @@ export interface GroupMember {
 
 function add(plan: Plan, memberId: string, topic: string, partition: number): void {
   let topics = plan.get(memberId);
-  if (!topics) plan.set(memberId, (topics = new Map()));
+  if (!topics) plan.set(memberId, (topics = new Map<string, number[]>()));
   let partitions = topics.get(topic);
   if (!partitions) topics.set(topic, (partitions = []));
   partitions.push(partition);
@@ -63,8 +63,8 @@ export function roundRobinAssign(
   for (const [topic, count] of [...partitions].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     if (!sorted.some((m) => m.topics.includes(topic))) continue;
     for (let p = 0; p < count; p++) {
-      while (!(sorted[cursor % sorted.length] as GroupMember).topics.includes(topic)) cursor++;
-      add(plan, (sorted[cursor % sorted.length] as GroupMember).memberId, topic, p);
+      while (!sorted[cursor % sorted.length].topics.includes(topic)) cursor++;
+      add(plan, sorted[cursor % sorted.length].memberId, topic, p);
       cursor++;
     }
   }

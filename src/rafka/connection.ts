@@ -270,10 +270,10 @@ export class Connection {
   private blpop(args: RequestArgs, arrivedAt: number): Reply {
     const keyArg = args[1] ?? EMPTY;
     const parts = splitN(keyArg, 3);
-    if (parts.length < 2 || (parts[0] as Buffer).toString('latin1') !== 'topics') {
+    if (parts.length < 2 || parts[0].toString('latin1') !== 'topics') {
       return cmdError(`CONS Cannot parse topics from \`${keyArg.toString('latin1')}\``);
     }
-    const topics = (parts[1] as Buffer).toString('latin1').split(',');
+    const topics = parts[1].toString('latin1').split(',');
     let overrides: Record<string, unknown> | null = null;
     const json = parts[2];
     if (json !== undefined && json.length > 0) {
@@ -406,8 +406,8 @@ export class Connection {
         "PROD First argument must be in the form of 'topics:<topic>' or 'topics:<topic>:<key>'",
       );
     }
-    const topic = (parts[1] as Buffer).toString('latin1');
-    const key = parts.length === 3 ? (parts[2] as Buffer) : null;
+    const topic = parts[1].toString('latin1');
+    const key = parts.length === 3 ? parts[2] : null;
     const error = this.ctx.producer.accept(this.ensureProducerState(), topic, key, args[2] ?? null);
     return error === undefined ? resp.ONE : cmdError(error);
   }
@@ -433,7 +433,9 @@ export class Connection {
     return this.ctx.kafka.listTopics(2000).then(
       (topics) => {
         if (topics.length === 0) return resp.EMPTY_ARRAY;
-        const sorted = topics.map((t) => Buffer.from(`topics:${t}`, 'latin1')).sort(Buffer.compare);
+        const sorted = topics
+          .map((t) => Buffer.from(`topics:${t}`, 'latin1'))
+          .sort((a, b) => Buffer.compare(a, b));
         return resp.bulkArray(sorted);
       },
       (err: unknown) => cmdError(`ERR Error getting metadata: ${(err as Error).message}`),

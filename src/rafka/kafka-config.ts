@@ -161,7 +161,7 @@ export type CheckedValues = Map<string, number | boolean | string | string[]>;
 function checkValue(
   kind: Kind,
   raw: string | number | boolean,
-): number | boolean | string | string[] | string {
+): number | boolean | string | string[] {
   // Returns the typed value, or a string starting with `!` as the failure reason.
   switch (kind.type) {
     case 'int': {

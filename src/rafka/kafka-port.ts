@@ -36,7 +36,8 @@ export interface ConsumerEvents {
   /** The group assigned these partitions, replacing the previous assignment. */
   assigned: (assignment: Map<string, number[]>) => void;
   /** The group is rebalancing; stored offsets should be committed now. */
-  revoking: () => void;
+  /** May return a promise; the adapter waits for it before giving partitions up where it can. */
+  revoking: () => void | Promise<void>;
   failed: (error: Error, retriable: boolean) => void;
 }
 

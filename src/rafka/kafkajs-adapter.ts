@@ -193,7 +193,7 @@ export class KafkajsPort implements KafkaPort {
             compression:
               this.config.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None,
             messages: indexes.map((i) => {
-              const r = records[i] as ProduceRecord;
+              const r = records[i];
               return { partition: r.partition, key: r.key, value: r.value };
             }),
           });
@@ -309,7 +309,7 @@ class KafkajsConsumer implements KafkaConsumerPort {
       for (const listener of this.listeners.assigned) listener(assignment);
     });
     this.consumer.on(this.consumer.events.REBALANCING, () => {
-      for (const listener of this.listeners.revoking) listener();
+      for (const listener of this.listeners.revoking) void listener();
     });
     this.consumer.on(this.consumer.events.CRASH, (event) => {
       const { error, restart } = event.payload;

@@ -18,7 +18,7 @@ const CRC_TABLE = (() => {
 /** CRC-32 (IEEE, as zlib computes it), unsigned. */
 export function crc32(bytes: Buffer): number {
   let crc = 0xffffffff;
-  for (const byte of bytes) crc = (CRC_TABLE[(crc ^ byte) & 0xff] as number) ^ (crc >>> 8);
+  for (const byte of bytes) crc = CRC_TABLE[(crc ^ byte) & 0xff] ^ (crc >>> 8);
   return (crc ^ 0xffffffff) >>> 0;
 }
 
@@ -37,10 +37,10 @@ export function murmur2(bytes: Buffer): number {
   }
   const tail = blocks * 4;
   const rest = length & 3;
-  if (rest === 3) h ^= (bytes[tail + 2] as number) << 16;
-  if (rest >= 2) h ^= (bytes[tail + 1] as number) << 8;
+  if (rest === 3) h ^= bytes[tail + 2] << 16;
+  if (rest >= 2) h ^= bytes[tail + 1] << 8;
   if (rest >= 1) {
-    h ^= bytes[tail] as number;
+    h ^= bytes[tail];
     h = Math.imul(h, m);
   }
   h ^= h >>> 13;

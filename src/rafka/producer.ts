@@ -250,7 +250,7 @@ export class SharedProducer {
     const retry: Entry[] = [];
     let retriableFailure: string | undefined;
     results.forEach((result, i) => {
-      const entry = sendable[i] as Entry;
+      const entry = sendable[i];
       if (result.ok) return this.deliver(entry);
       if (result.retriable && Date.now() < entry.expiresAt) {
         retriableFailure = result.message;

@@ -79,14 +79,14 @@ export class RespDecoder {
       case 'start':
         return this.onStart(chunk, i);
       case 'arrayLength':
-        return this.readNumber(chunk[i] as number, i, () => this.onArrayLength(out));
+        return this.readNumber(chunk[i], i, () => this.onArrayLength(out));
       case 'itemType':
         if (chunk[i] !== 0x24 /* $ */) return this.fail('expectTypeChar', i);
         this.num = freshNumber();
         this.state = 'bulkLength';
         return i + 1;
       case 'bulkLength':
-        return this.readNumber(chunk[i] as number, i, () => this.onBulkLength(out));
+        return this.readNumber(chunk[i], i, () => this.onBulkLength(out));
       case 'bulkData':
         return this.onBulkData(chunk, i);
       case 'bulkCr':
