@@ -72,7 +72,7 @@ export class SharedProducer {
   private readonly drainWaiters = new Set<() => void>();
   private lastErrorLogMs = 0;
   private suppressedErrors = 0;
-  private inFlight = 0;
+  private sending = false;
 
   constructor(
     private readonly port: KafkaPort,
@@ -200,15 +200,24 @@ export class SharedProducer {
     }, this.config.lingerMs);
   }
 
+  /**
+   * Sends the queue one batch at a time: a batch waits for the previous one, so one connection's
+   * messages to one partition keep their acceptance order, and the queue batches itself while a
+   * send is in flight.
+   */
   private sendQueued(): void {
-    if (this.retryTimer) return;
-    while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.config.batchNumMessages);
-      this.inFlight += 1;
-      void this.sendBatch(batch).finally(() => {
-        this.inFlight -= 1;
+    if (this.retryTimer || this.sending || this.queue.length === 0) return;
+    const batch = this.queue.splice(0, this.config.batchNumMessages);
+    this.sending = true;
+    void this.sendBatch(batch)
+      .catch((err: unknown) => {
+        this.log.error('send failed unexpectedly, retrying', { err });
+        this.retryLater(batch);
+      })
+      .finally(() => {
+        this.sending = false;
+        this.sendQueued();
       });
-    }
   }
 
   private async sendBatch(batch: Entry[]): Promise<void> {
