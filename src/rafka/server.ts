@@ -4,7 +4,7 @@
  */
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Logger } from '../common/logger.js';
-import { closeServer, listen } from '../common/net.js';
+import { listen } from '../common/net.js';
 import { Connection, formatMonitor } from './connection.js';
 import { ConsumerSession } from './consumer-session.js';
 import type { LoadedConfig } from './kafka-config.js';
@@ -208,7 +208,8 @@ export class RafkaServer implements ServerContext {
 
     // 4. The listener closes.
     since = Date.now();
-    await closeServer(this.server, 0);
+    // Stop accepting now; net.Server's close callback would wait for every open connection.
+    const listenerClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     phase('listener', since);
 
     // 5. Remaining connections stop reading; a DUMP in progress still gets its answer.
@@ -220,6 +221,7 @@ export class RafkaServer implements ServerContext {
       deadline - Date.now(),
     );
     if (!allClosed) for (const connection of this.connections) connection.destroy();
+    await settledWithin([listenerClosed], 100);
     phase('connections', since);
 
     // 6. The shared producer flushes until empty or the deadline.
