@@ -85,7 +85,7 @@ export type Reply = string | number | bigint | null | Error | Reply[];
 function parseReply(buf: Buffer, at: number): { value: Reply; end: number } | undefined {
   const lineEnd = buf.indexOf('\r\n', at);
   if (lineEnd === -1) return undefined;
-  const type = String.fromCharCode(buf[at] as number);
+  const type = String.fromCharCode(buf[at]);
   const text = buf.toString('latin1', at + 1, lineEnd);
   const next = lineEnd + 2;
   switch (type) {

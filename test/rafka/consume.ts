@@ -29,8 +29,10 @@ interface Message {
 function asMessage(reply: Reply): Message | undefined {
   if (reply === null) return undefined;
   if (reply instanceof Error) throw reply;
+  if (!Array.isArray(reply) || reply.length !== 8) {
+    throw new Error(`BLPOP reply is not 8 elements: ${JSON.stringify(reply)}`);
+  }
   const r = reply as [string, string, string, number, string, number, string, string | null];
-  if (r.length !== 8) throw new Error(`BLPOP reply has ${r.length} elements`);
   return { topic: r[1], partition: r[3], offset: r[5], value: r[7] };
 }
 
