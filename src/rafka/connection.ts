@@ -307,6 +307,9 @@ export class Connection {
     const consumer = this.consumer;
     if (consumer.failure !== undefined) return cmdError(`CONS Poll ${consumer.failure}`);
     const timeoutMs = blpopTimeoutMs(args[args.length - 1], this.ctx.options.blpopTimeoutSeconds);
+    // Fast path: a buffered message is handed out without a timer or a promise.
+    const ready = consumer.tryNext();
+    if (ready) return this.messageReply(ready);
     const remainingMs = Math.max(0, arrivedAt + timeoutMs - performance.now());
     return this.waitForMessage(consumer, remainingMs);
   }

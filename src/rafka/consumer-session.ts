@@ -51,6 +51,10 @@ export class ConsumerSession {
     }
   }
 
+  tryNext(): ConsumedMessage | undefined {
+    return this.consumer.tryNext();
+  }
+
   next(signal: AbortSignal): Promise<ConsumedMessage | undefined> {
     return this.consumer.next(signal);
   }

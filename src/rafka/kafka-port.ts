@@ -42,6 +42,8 @@ export interface ConsumerEvents {
 }
 
 export interface KafkaConsumerPort {
+  /** The next message if one is buffered right now, without waiting. */
+  tryNext(): ConsumedMessage | undefined;
   /** The next buffered message; resolves undefined when `signal` aborts or the consumer closes. */
   next(signal: AbortSignal): Promise<ConsumedMessage | undefined>;
   commit(offsets: readonly TopicOffset[]): Promise<void>;

@@ -273,6 +273,8 @@ class KafkajsConsumer implements KafkaConsumerPort {
   private waiter: ((message: ConsumedMessage | undefined) => void) | undefined;
   private closing = false;
   private running = false;
+  /** Whether this consumer is counted in `rafka_kafka_clients{role="consumer"}`. */
+  private counted = false;
   private readonly listeners: { [E in keyof ConsumerEvents]: ConsumerEvents[E][] } = {
     assigned: [],
     revoking: [],
@@ -336,7 +338,8 @@ class KafkajsConsumer implements KafkaConsumerPort {
           continue;
         }
         await this.consumer.connect();
-        this.metrics.kafkaClients.inc({ role: 'consumer' });
+        if (!this.counted) this.metrics.kafkaClients.inc({ role: 'consumer' });
+        this.counted = true;
         await this.consumer.subscribe({
           topics: this.spec.topics,
           fromBeginning: this.spec.config.fromBeginning,
@@ -410,6 +413,13 @@ class KafkajsConsumer implements KafkaConsumerPort {
     });
   }
 
+  tryNext(): ConsumedMessage | undefined {
+    const offer = this.offer;
+    if (this.closing || !offer) return undefined;
+    offer.settle(true);
+    return offer.message;
+  }
+
   next(signal: AbortSignal): Promise<ConsumedMessage | undefined> {
     if (this.closing || signal.aborted) return Promise.resolve(undefined);
     const offer = this.offer;
@@ -449,7 +459,8 @@ class KafkajsConsumer implements KafkaConsumerPort {
     try {
       await this.consumer.disconnect();
     } finally {
-      if (this.running) this.metrics.kafkaClients.dec({ role: 'consumer' });
+      if (this.counted) this.metrics.kafkaClients.dec({ role: 'consumer' });
+      this.counted = false;
       this.running = false;
     }
   }

@@ -95,7 +95,12 @@ export class RespDecoder {
         return i + 1;
       case 'bulkLf':
         if (chunk[i] !== LF) return this.fail('expectNewline', i);
-        this.pushArg(Buffer.concat(this.bulkParts), out);
+        this.pushArg(
+          this.bulkParts.length === 1
+            ? (this.bulkParts[0] as Buffer)
+            : Buffer.concat(this.bulkParts),
+          out,
+        );
         this.bulkParts = [];
         return i + 1;
       case 'inline':

@@ -234,3 +234,23 @@ t.test('a client that disconnects mid-BLPOP loses no message', async (t) => {
   const [m] = await consumeN(b, `topics:${topic}`, 1);
   t.equal(m?.value, 'kept');
 });
+
+t.test('a consumer of a missing topic receives messages once the topic is created', async (t) => {
+  const topic = uniqueId('later');
+  const c = await consumer(t, uniqueId('missing'));
+  const key = `topics:${topic}:{"topic.metadata.refresh.interval.ms":2000}`;
+  t.equal(await c.call('blpop', key, '0.5'), null, 'a missing topic is not an error');
+  const { kafkaClient } = await import('../helpers/services.js');
+  const admin = kafkaClient().admin();
+  await admin.connect();
+  await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+  t.teardown(async () => {
+    await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
+    await admin.disconnect();
+  });
+  const created = Date.now();
+  await produceDirect(topic, [{ value: 'late' }]);
+  const [m] = await consumeN(c, key, 1, { deadlineMs: 12_000 });
+  t.equal(m?.value, 'late');
+  t.ok(Date.now() - created < 10_000, `received ${Date.now() - created} ms after creation`);
+});
