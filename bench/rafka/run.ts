@@ -128,7 +128,7 @@ class Client {
 
   async call(args: (string | Buffer)[]): Promise<string> {
     this.socket.write(command(args));
-    return (await this.replies(1))[0] as string;
+    return (await this.replies(1))[0];
   }
 
   close(): void {
@@ -265,7 +265,7 @@ async function consumeThroughput(rafka: Rafka) {
       : command(['BLPOP', key, '5']);
     c.socket.write(frames);
     const replies = await c.replies(pendingAck ? 2 : 1);
-    const reply = replies[replies.length - 1] as string;
+    const reply = replies[replies.length - 1];
     if (process.env.RAFKA_BENCH_DEBUG && got < 3)
       process.stderr.write(`${JSON.stringify(replies)}\n`);
     if (!reply.startsWith('*8')) {
@@ -314,8 +314,8 @@ async function connectionChurn(rafka: Rafka) {
   const statsLines = await probe.replies(1);
   probe.close();
   const marks = Object.keys(rss).map(Number);
-  const last = rss[marks[marks.length - 1] as number] as number;
-  const half = rss[marks[1] as number] as number;
+  const last = rss[marks[marks.length - 1]];
+  const half = rss[marks[1]];
   return {
     rounds,
     connectionsPerS: Math.round(perSecond),

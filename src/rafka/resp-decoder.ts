@@ -96,9 +96,7 @@ export class RespDecoder {
       case 'bulkLf':
         if (chunk[i] !== LF) return this.fail('expectNewline', i);
         this.pushArg(
-          this.bulkParts.length === 1
-            ? (this.bulkParts[0] as Buffer)
-            : Buffer.concat(this.bulkParts),
+          this.bulkParts.length === 1 ? this.bulkParts[0] : Buffer.concat(this.bulkParts),
           out,
         );
         this.bulkParts = [];
