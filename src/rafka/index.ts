@@ -101,12 +101,17 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
     return abandon(`cannot listen on ${options.host}:${options.port}`, err);
   }
 
-  log.info(`Listening on ${formatAddress(address)}`, {
-    version: VERSION,
-    listen: formatAddress(address),
-    metrics: admin ? formatAddress(admin.address) : 'off',
-    config: options.config,
-    effectiveConfig: { consumer: config.consumerSection, producer: config.producerSection },
+  // The start line is what supervisors and tests wait for before they signal: log it on the next
+  // turn, after main.ts has installed its signal handlers for the Service returned below.
+  const listening = address;
+  setImmediate(() => {
+    log.info(`Listening on ${formatAddress(listening)}`, {
+      version: VERSION,
+      listen: formatAddress(listening),
+      metrics: admin ? formatAddress(admin.address) : 'off',
+      config: options.config,
+      effectiveConfig: { consumer: config.consumerSection, producer: config.producerSection },
+    });
   });
 
   let finish: (code: number) => void = () => undefined;

@@ -9,6 +9,7 @@ import {
   CompressionTypes,
   Kafka,
   logLevel as KafkaLogLevel,
+  Partitioners,
   type Admin,
   type Consumer,
   type EachBatchPayload,
@@ -130,6 +131,8 @@ export class KafkajsPort implements KafkaPort {
       maxInFlightRequests: config.maxInFlightRequests,
       metadataMaxAge: config.metadataMaxAgeMs,
       retry: { initialRetryTime: config.retryBackoffMs, retries: config.retries },
+      // rafka picks every record's partition itself (§3.8); this only silences kafkajs's warning.
+      createPartitioner: Partitioners.DefaultPartitioner,
     });
     this.admin = this.kafka.admin({
       retry: { retries: 1, initialRetryTime: config.retryBackoffMs },

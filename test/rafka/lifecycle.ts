@@ -102,7 +102,7 @@ t.test(
     await cli.waitForLine(/Listening on /);
     const started = Date.now();
     const code = await cli.stop('SIGTERM', 12_000);
-    t.equal(code, 0, 'exit 0 with nothing buffered');
+    t.equal(code, 0, 'exit 0 with nothing buffered', { output: cli.output().slice(-3000) });
     t.ok(Date.now() - started < 9000, `stopped in ${Date.now() - started} ms`);
   },
 );
@@ -234,3 +234,56 @@ t.test('SIGTERM with consumers and producers: order, no acked message lost, exit
   t.equal(m[5], 2, 'resumes at offset 2');
   t.equal(m[7], 'a2');
 });
+
+t.test(
+  'with the broker unresponsive, SIGTERM exits 1 within T + 1 s and logs the leftovers',
+  async (t) => {
+    // A listener that accepts and never answers stands in for a SIGSTOPped broker (the shared
+    // broker cannot be paused here).
+    const { createServer } = await import('node:net');
+    const sockets = new Set<import('node:net').Socket>();
+    const hole = createServer((s) => {
+      sockets.add(s);
+      s.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => hole.listen(0, '127.0.0.1', r));
+    t.teardown(() => {
+      for (const s of sockets) s.destroy();
+      hole.close();
+    });
+    const port = (hole.address() as import('node:net').AddressInfo).port;
+    const path = await writeConfig(t, testConfig());
+    const cli = spawnCli(t, [
+      'rafka',
+      '-c',
+      path,
+      '-b',
+      `127.0.0.1:${port}`,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--no-metrics',
+      '--shutdown-timeout',
+      '2000',
+    ]);
+    const line = await cli.waitForLine(/Listening on /);
+    const c = await RawClient.open(
+      t,
+      Number((JSON.parse(line) as { listen: string }).listen.split(':')[1]),
+    );
+    t.equal(
+      await c.call('RPUSHX', 'topics:somewhere', 'a'),
+      1,
+      'accepted while Kafka is unreachable',
+    );
+    t.equal(await c.call('RPUSHX', 'topics:somewhere', 'b'), 1);
+    t.equal(await c.call('DUMP', '200'), 2, 'DUMP reports both outstanding after its timeout');
+    const started = Date.now();
+    const code = await cli.stop('SIGTERM', 10_000);
+    const took = Date.now() - started;
+    t.equal(code, 1);
+    t.ok(took < 3000, `exited in ${took} ms`);
+    t.match(cli.output(), /"unflushed":2/);
+  },
+);
