@@ -311,18 +311,23 @@ async function connectionChurn(rafka: Rafka) {
   await sleep(1000);
   const probe = await Client.open(rafka.port);
   probe.socket.write(command(['HGETALL', 'stats']));
-  const statsLines = await probe.replies(1);
+  // `*6` then six bulks: names and decimal values.
+  const lines = await probe.replies(7);
   probe.close();
+  const stats = { unflushed: Number(lines[2]), deliveryErrors: Number(lines[4]) };
+  const offsets = await admin.fetchTopicOffsets(topic);
+  const inKafka = offsets.reduce((sum, p) => sum + Number(p.high), 0);
   const marks = Object.keys(rss).map(Number);
-  const last = rss[marks[marks.length - 1]];
-  const half = rss[marks[1]];
+  const last = rss[marks[marks.length - 1] as number] as number;
+  const half = rss[marks[1] as number] as number;
   return {
     rounds,
     connectionsPerS: Math.round(perSecond),
     rssKiB: rss,
     ratio: +(last / half).toFixed(3),
     bar: 1.1,
-    statsHead: statsLines[0],
+    ...stats,
+    inKafka,
   };
 }
 

@@ -179,11 +179,8 @@ export class Connection {
     const name = (request.args[0] ?? EMPTY).toString('latin1').toLowerCase();
     const command = (LABELS.has(name) ? name : 'other') as CommandLabel;
     const outcome = reply[0] === 0x2d ? 'error' : 'ok';
-    this.ctx.metrics.commands.inc({ command, outcome });
-    this.ctx.metrics.commandDuration.observe(
-      { command },
-      (performance.now() - request.arrivedAt) / 1000,
-    );
+    this.ctx.metrics.commandCounter(command, outcome).inc();
+    this.ctx.metrics.commandTimer(command).observe((performance.now() - request.arrivedAt) / 1000);
   }
 
   private write(reply: Buffer): void {

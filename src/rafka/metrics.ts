@@ -20,6 +20,8 @@ export type CommandLabel = (typeof COMMAND_LABELS)[number];
 
 export function createRafkaMetrics(registry: Registry) {
   const registers = [registry];
+  /** The shared producer installs its own readers; the gauges read them at scrape time. */
+  const bufferSource = { messages: (): number => 0, bytes: (): number => 0 };
   const counter = <L extends string>(name: string, help: string, labelNames: readonly L[] = []) =>
     new Counter<L>({ name, help, labelNames, registers });
   const gauge = <L extends string>(name: string, help: string, labelNames: readonly L[] = []) =>
@@ -66,14 +68,22 @@ export function createRafkaMetrics(registry: Registry) {
       'rafka_producer_unknown_events_total',
       'Producer-level errors of no single message.',
     ),
-    producerBufferedMessages: gauge(
-      'rafka_producer_buffered_messages',
-      'Accepted, not yet resolved.',
-    ),
-    producerBufferedBytes: gauge(
-      'rafka_producer_buffered_bytes',
-      'Bytes accepted, not yet resolved.',
-    ),
+    producerBufferedMessages: new Gauge({
+      name: 'rafka_producer_buffered_messages',
+      help: 'Accepted, not yet resolved.',
+      registers,
+      collect() {
+        this.set(bufferSource.messages());
+      },
+    }),
+    producerBufferedBytes: new Gauge({
+      name: 'rafka_producer_buffered_bytes',
+      help: 'Bytes accepted, not yet resolved.',
+      registers,
+      collect() {
+        this.set(bufferSource.bytes());
+      },
+    }),
     producerDeliverySeconds: new Histogram({
       name: 'rafka_producer_delivery_seconds',
       help: 'Acceptance to resolution.',
@@ -114,8 +124,24 @@ export function createRafkaMetrics(registry: Registry) {
     shuttingDown: gauge('rafka_shutting_down', '1 during shutdown.'),
   };
   metrics.buildInfo.set({ version: VERSION }, 1);
+  // Per-command children, resolved once: the label lookup is the hot path of every request.
+  const counters = new Map<string, ReturnType<typeof metrics.commands.labels>>();
+  const timers = new Map<string, ReturnType<typeof metrics.commandDuration.labels>>();
+  for (const command of COMMAND_LABELS) {
+    timers.set(command, metrics.commandDuration.labels({ command }));
+    for (const outcome of ['ok', 'error']) {
+      counters.set(`${command}:${outcome}`, metrics.commands.labels({ command, outcome }));
+    }
+  }
   for (const role of ['producer', 'consumer', 'admin']) metrics.kafkaClients.set({ role }, 0);
-  return metrics;
+  return {
+    ...metrics,
+    bufferSource,
+    commandCounter: (command: CommandLabel, outcome: 'ok' | 'error') =>
+      counters.get(`${command}:${outcome}`) as ReturnType<typeof metrics.commands.labels>,
+    commandTimer: (command: CommandLabel) =>
+      timers.get(command) as ReturnType<typeof metrics.commandDuration.labels>,
+  };
 }
 
 export type RafkaMetrics = ReturnType<typeof createRafkaMetrics>;

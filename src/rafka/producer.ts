@@ -83,6 +83,9 @@ export class SharedProducer {
   ) {
     this.partition = partitionerFor(config.partitioner);
     this.retryBackoffMs = config.retryBackoffMs;
+    // Read at scrape time rather than set on every message.
+    metrics.bufferSource.messages = () => this.bufferedMessages;
+    metrics.bufferSource.bytes = () => this.bufferedBytes;
   }
 
   /** Messages accepted and not yet resolved, across all connections. */
@@ -130,7 +133,6 @@ export class SharedProducer {
     this.bufferedBytes += bytes;
     this.metrics.producerAccepted.inc();
     this.metrics.producerAcceptedBytes.inc(bytes);
-    this.updateGauges();
     this.schedule();
     return undefined;
   }
@@ -347,13 +349,7 @@ export class SharedProducer {
     this.bufferedMessages -= 1;
     this.bufferedBytes -= entry.bytes;
     this.metrics.producerDeliverySeconds.observe((Date.now() - entry.acceptedAt) / 1000);
-    this.updateGauges();
     entry.owner.resolveOne();
     if (this.bufferedMessages === 0) for (const waiter of [...this.drainWaiters]) waiter();
-  }
-
-  private updateGauges(): void {
-    this.metrics.producerBufferedMessages.set(this.bufferedMessages);
-    this.metrics.producerBufferedBytes.set(this.bufferedBytes);
   }
 }
