@@ -318,8 +318,8 @@ async function connectionChurn(rafka: Rafka) {
   const offsets = await admin.fetchTopicOffsets(topic);
   const inKafka = offsets.reduce((sum, p) => sum + Number(p.high), 0);
   const marks = Object.keys(rss).map(Number);
-  const last = rss[marks[marks.length - 1] as number] as number;
-  const half = rss[marks[1] as number] as number;
+  const last = rss[marks[marks.length - 1]];
+  const half = rss[marks[1]];
   return {
     rounds,
     connectionsPerS: Math.round(perSecond),
