@@ -116,7 +116,7 @@ export class Connection {
     this.socket.destroy();
   }
 
-  /** The shutdown signal reached a waiting BLPOP; it replies `CONS Server shutdown`. */
+  /** One MONITOR line; dropped (and counted) while more than 1 MiB is unsent to this monitor. */
   writeMonitor(line: Buffer): void {
     if (this.ended) return;
     if (this.socket.writableLength > MAX_UNSENT_BYTES) {

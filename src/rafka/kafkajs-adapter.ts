@@ -313,6 +313,10 @@ class KafkajsConsumer implements KafkaConsumerPort {
       const assignment = new Map(Object.entries(event.payload.memberAssignment));
       for (const listener of this.listeners.assigned) listener(assignment);
     });
+    // TODO: kafkajs has no revoke callback that runs before it rejoins; a rebalance noticed by its
+    // own heartbeat only triggers this event, and the commit races the rejoin, so the broker may
+    // refuse it and the new owner re-reads those acked messages (at-least-once still holds).
+    // A rebalance noticed while a message waits for a BLPOP is committed before rejoining.
     this.consumer.on(this.consumer.events.REBALANCING, () => {
       for (const listener of this.listeners.revoking) void listener();
     });
