@@ -185,6 +185,11 @@ t.test('consumer config and registration errors', async (t) => {
     ),
     null,
   );
+  t.equal(
+    await c.call('blpop', `topics:${topic}:{"foo":"bar"}`, '0.2'),
+    null,
+    "a second BLPOP's JSON is ignored",
+  );
   t.same(
     await c.call('blpop', `topics:${other}`, '1'),
     new Error(

@@ -70,7 +70,7 @@ t.test(
     const started = Date.now();
     t.equal(await a.call('RPUSHX', `topics:${missing}`, 'x'), 1);
     t.equal(await a.call('DUMP', '5000'), 0);
-    t.ok(Date.now() - started < 2000, 'the failure resolves quickly');
+    t.ok(Date.now() - started < 500, `the failure resolved in ${Date.now() - started} ms`);
     const stats = (await a.call('HGETALL', 'stats')) as string[];
     t.equal(stats[3], '1', 'producer.delivery.errors is exactly 1');
     t.same(
