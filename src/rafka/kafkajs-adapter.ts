@@ -276,6 +276,8 @@ class KafkajsConsumer implements KafkaConsumerPort {
   private waiter: ((message: ConsumedMessage | undefined) => void) | undefined;
   private closing = false;
   private running = false;
+  /** True while the consumer stops to change its subscription; batches end at once. */
+  private restarting = false;
   /** Whether this consumer is counted in `rafka_kafka_clients{role="consumer"}`. */
   private counted = false;
   private readonly listeners: { [E in keyof ConsumerEvents]: ConsumerEvents[E][] } = {
@@ -331,34 +333,47 @@ class KafkajsConsumer implements KafkaConsumerPort {
     this.listeners[event].push(listener);
   }
 
+  /**
+   * Connects, subscribes and runs, retrying while Kafka is unreachable. Topics that do not exist
+   * yet are rechecked every `topic.metadata.refresh.interval.ms`; when one appears the consumer
+   * stops, subscribes to it as well and runs again (kafkajs cannot change a running
+   * subscription), after committing the stored offsets.
+   */
   private async start(): Promise<void> {
     let backoff = this.spec.config.retryBackoffMs;
+    let connected = false;
+    const subscribed = new Set<string>();
     while (!this.closing) {
       try {
         const existing = await this.port.refreshMetadata(this.spec.topics);
-        const missing = this.spec.topics.filter((t) => !existing.has(t));
-        if (missing.length > 0) {
-          // TODO: consume the existing topics while others are missing; kafkajs cannot change a
-          // running consumer's subscription, so for now the consumer waits until all exist.
-          this.log.info('waiting for missing topics', { missing });
-          await sleep(this.spec.config.metadataMaxAgeMs, undefined, { signal: this.stop.signal });
-          continue;
+        const fresh = this.spec.topics.filter((t) => existing.has(t) && !subscribed.has(t));
+        if (fresh.length > 0) {
+          if (!connected) {
+            await this.consumer.connect();
+            connected = true;
+            if (!this.counted) this.metrics.kafkaClients.inc({ role: 'consumer' });
+            this.counted = true;
+          }
+          if (this.running) await this.restartForTopics(fresh);
+          await this.consumer.subscribe({
+            topics: fresh,
+            fromBeginning: this.spec.config.fromBeginning,
+          });
+          for (const topic of fresh) subscribed.add(topic);
+          if (this.closing) return;
+          await this.consumer.run({
+            autoCommit: false,
+            eachBatchAutoResolve: false,
+            partitionsConsumedConcurrently: 1,
+            eachBatch: (payload) => this.eachBatch(payload),
+          });
+          this.running = true;
+          backoff = this.spec.config.retryBackoffMs;
         }
-        await this.consumer.connect();
-        if (!this.counted) this.metrics.kafkaClients.inc({ role: 'consumer' });
-        this.counted = true;
-        await this.consumer.subscribe({
-          topics: this.spec.topics,
-          fromBeginning: this.spec.config.fromBeginning,
-        });
-        await this.consumer.run({
-          autoCommit: false,
-          eachBatchAutoResolve: false,
-          partitionsConsumedConcurrently: 1,
-          eachBatch: (payload) => this.eachBatch(payload),
-        });
-        this.running = true;
-        return;
+        const missing = this.spec.topics.filter((t) => !subscribed.has(t));
+        if (missing.length === 0) return;
+        this.log.info('waiting for missing topics', { missing });
+        await sleep(this.spec.config.metadataMaxAgeMs, undefined, { signal: this.stop.signal });
       } catch (err) {
         if (this.closing) return;
         this.log.warn('consumer cannot start, retrying', { err, retryInMs: backoff });
@@ -368,10 +383,24 @@ class KafkajsConsumer implements KafkaConsumerPort {
     }
   }
 
+  /** Stops the running consumer so new topics can join its subscription. */
+  private async restartForTopics(topics: string[]): Promise<void> {
+    this.log.info('topics appeared, resubscribing', { topics });
+    await Promise.allSettled(this.listeners.revoking.map((l) => Promise.resolve(l())));
+    this.restarting = true;
+    this.offer?.settle(false);
+    try {
+      await this.consumer.stop();
+    } finally {
+      this.restarting = false;
+      this.running = false;
+    }
+  }
+
   private async eachBatch(payload: EachBatchPayload): Promise<void> {
     const { batch } = payload;
     for (const m of batch.messages) {
-      if (this.closing || !payload.isRunning() || payload.isStale()) return;
+      if (this.closing || this.restarting || !payload.isRunning() || payload.isStale()) return;
       const message: ConsumedMessage = {
         topic: batch.topic,
         partition: batch.partition,
@@ -396,7 +425,7 @@ class KafkajsConsumer implements KafkaConsumerPort {
     return new Promise<boolean>((resolve, reject) => {
       const interval = Math.max(100, Math.floor(this.spec.config.heartbeatIntervalMs / 2));
       const beat = setInterval(() => {
-        if (this.closing || !payload.isRunning() || payload.isStale()) return finish(false);
+        if (this.closing || this.restarting || !payload.isRunning() || payload.isStale()) return finish(false);
         payload.heartbeat().catch(async (err: unknown) => {
           if (this.offer !== offer) return;
           this.offer = undefined;

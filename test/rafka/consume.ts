@@ -259,3 +259,31 @@ t.test('a consumer of a missing topic receives messages once the topic is create
   t.equal(m?.value, 'late');
   t.ok(Date.now() - created < 10_000, `received ${Date.now() - created} ms after creation`);
 });
+
+t.test(
+  'with one topic missing, the others are consumed and the missing one joins later',
+  async (t) => {
+    const [present] = (await createTopics(t, 1, 1)) as [string];
+    const absent = uniqueId('absent');
+    await produceDirect(present, [{ value: 'now' }]);
+    const c = await consumer(t, uniqueId('partial'));
+    const key = `topics:${present},${absent}:{"topic.metadata.refresh.interval.ms":1000}`;
+    const [first] = await consumeN(c, key, 1);
+    t.equal(first?.value, 'now', 'the existing topic is consumed');
+    const { kafkaClient } = await import('../helpers/services.js');
+    const admin = kafkaClient().admin();
+    await admin.connect();
+    await admin.createTopics({
+      topics: [{ topic: absent, numPartitions: 1 }],
+      waitForLeaders: true,
+    });
+    t.teardown(async () => {
+      await admin.deleteTopics({ topics: [absent] }).catch(() => undefined);
+      await admin.disconnect();
+    });
+    await produceDirect(absent, [{ value: 'later' }]);
+    const later = await consumeN(c, key, 1, { deadlineMs: 15_000 });
+    t.equal(later[0]?.value, 'later');
+    t.equal(later[0]?.topic, absent);
+  },
+);
