@@ -425,7 +425,8 @@ class KafkajsConsumer implements KafkaConsumerPort {
     return new Promise<boolean>((resolve, reject) => {
       const interval = Math.max(100, Math.floor(this.spec.config.heartbeatIntervalMs / 2));
       const beat = setInterval(() => {
-        if (this.closing || this.restarting || !payload.isRunning() || payload.isStale()) return finish(false);
+        if (this.closing || this.restarting || !payload.isRunning() || payload.isStale())
+          return finish(false);
         payload.heartbeat().catch(async (err: unknown) => {
           if (this.offer !== offer) return;
           this.offer = undefined;
