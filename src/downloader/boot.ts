@@ -167,13 +167,3 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener('abort', done, { once: true });
   });
 }
-
-/**
- * Writes the start line once `main.ts` has installed its signal handlers. It installs them
- * right after `main()` resolves; a supervisor that signals as soon as it reads the start line
- * would otherwise kill the process with the default SIGTERM action in that gap. `setImmediate`
- * runs after the microtasks that install them.
- */
-export function logStartLine(logger: Logger, event: string, fields: Record<string, unknown>): void {
-  setImmediate(() => logger.info(event, fields));
-}

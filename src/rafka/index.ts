@@ -101,10 +101,8 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
     return abandon(`cannot listen on ${options.host}:${options.port}`, err);
   }
 
-  // The start line is what supervisors and tests wait for before they signal: log it on the next
-  // turn, after main.ts has installed its signal handlers for the Service returned below.
   const listening = address;
-  setImmediate(() => {
+  const announce = (): void =>
     log.info(`Listening on ${formatAddress(listening)}`, {
       version: VERSION,
       listen: formatAddress(listening),
@@ -112,7 +110,6 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
       config: options.config,
       effectiveConfig: { consumer: config.consumerSection, producer: config.producerSection },
     });
-  });
 
   let finish: (code: number) => void = () => undefined;
   const done = new Promise<number>((r) => (finish = r));
@@ -125,6 +122,7 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
   return {
     done,
     shutdownTimeoutMs: options.shutdownTimeoutMs,
+    announce,
     close: () => close(),
     destroy: () => server.destroy(),
   };

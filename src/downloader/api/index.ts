@@ -8,7 +8,7 @@ import { createRegistry } from '../../common/metrics.js';
 import { closeServer, formatAddress, listen } from '../../common/net.js';
 import { runShutdownSteps } from '../../common/shutdown.js';
 import { VERSION } from '../../common/version.js';
-import { bootConfig, componentLogger, connectRedis, logStartLine, parseFlags } from '../boot.js';
+import { bootConfig, componentLogger, connectRedis, parseFlags } from '../boot.js';
 import { JobBus } from '../bus.js';
 import { ApiMetrics } from './metrics.js';
 import { createApiServer } from './server.js';
@@ -49,12 +49,13 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
     redis.disconnect();
     throw err;
   }
-  logStartLine(logger, 'api_listening', {
-    version: VERSION,
-    listen: formatAddress(address),
-    port: address.port,
-    config: config.source,
-  });
+  const announce = (): void =>
+    logger.info('api_listening', {
+      version: VERSION,
+      listen: formatAddress(address),
+      port: address.port,
+      config: config.source,
+    });
 
   let resolveDone: (code: number) => void = () => undefined;
   const done = new Promise<number>((resolve) => (resolveDone = resolve));
@@ -79,5 +80,6 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
     },
     done,
     shutdownTimeoutMs: DRAIN_MS + 4000,
+    announce,
   };
 }

@@ -10,14 +10,7 @@ import { createRegistry } from '../../common/metrics.js';
 import { formatAddress } from '../../common/net.js';
 import { runShutdownSteps } from '../../common/shutdown.js';
 import { VERSION } from '../../common/version.js';
-import {
-  bootConfig,
-  componentLogger,
-  connectRedis,
-  logStartLine,
-  parseFlags,
-  StatsRecorder,
-} from '../boot.js';
+import { bootConfig, componentLogger, connectRedis, parseFlags, StatsRecorder } from '../boot.js';
 import { JobBus } from '../bus.js';
 import { DownloaderConfigError } from '../config.js';
 import { HttpBackend, KafkaBackend } from './backends.js';
@@ -71,15 +64,16 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
   }
   stats.start();
   await notifier.start();
-  logStartLine(logger, 'notifier_started', {
-    version: VERSION,
-    metrics: admin ? formatAddress(admin.address) : '',
-    config: config.source,
-    backends: Object.entries(backends)
-      .filter(([, b]) => b)
-      .map(([id]) => id),
-    instance: bus.instanceId,
-  });
+  const announce = (): void =>
+    logger.info('notifier_started', {
+      version: VERSION,
+      metrics: admin ? formatAddress(admin.address) : '',
+      config: config.source,
+      backends: Object.entries(backends)
+        .filter(([, b]) => b)
+        .map(([id]) => id),
+      instance: bus.instanceId,
+    });
 
   let resolveDone: (code: number) => void = () => undefined;
   const done = new Promise<number>((resolve) => (resolveDone = resolve));
@@ -134,5 +128,6 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
     done,
     // The packaging test expects the notifier to stop within its grace period.
     shutdownTimeoutMs: n.shutdownGraceMs + 4000,
+    announce,
   };
 }

@@ -11,14 +11,7 @@ import { createRegistry } from '../../common/metrics.js';
 import { formatAddress } from '../../common/net.js';
 import { runShutdownSteps } from '../../common/shutdown.js';
 import { VERSION } from '../../common/version.js';
-import {
-  bootConfig,
-  componentLogger,
-  connectRedis,
-  logStartLine,
-  parseFlags,
-  StatsRecorder,
-} from '../boot.js';
+import { bootConfig, componentLogger, connectRedis, parseFlags, StatsRecorder } from '../boot.js';
 import { JobBus } from '../bus.js';
 import { DownloaderConfigError } from '../config.js';
 import { DiskWatermark, realStatFs } from './disk.js';
@@ -138,12 +131,13 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
   }
   stats.start();
   await processor.start();
-  logStartLine(logger, 'processor_started', {
-    version: VERSION,
-    metrics: admin ? formatAddress(admin.address) : '',
-    config: config.source,
-    instance: bus.instanceId,
-  });
+  const announce = (): void =>
+    logger.info('processor_started', {
+      version: VERSION,
+      metrics: admin ? formatAddress(admin.address) : '',
+      config: config.source,
+      instance: bus.instanceId,
+    });
 
   let resolveDone: (code: number) => void = () => undefined;
   const done = new Promise<number>((resolve) => (resolveDone = resolve));
@@ -193,5 +187,6 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
     },
     done,
     shutdownTimeoutMs: p.shutdownGraceMs + 5000,
+    announce,
   };
 }
