@@ -102,7 +102,14 @@ t.test(
 );
 
 t.test('A2: bad pixels still get the GIF, with the status header and the counter', async (t) => {
-  const cases = [
+  const cases: {
+    name: string;
+    query: string;
+    headers: Record<string, string>;
+    status: string;
+    tenant: string;
+    reason: string;
+  }[] = [
     {
       name: 'malformed query',
       query: 'e=pv&u=%E0%A4%A',
@@ -192,7 +199,7 @@ t.test('A5: /e and /batch answers, NDJSON, gzip, limits and media types', async 
     { type: 'custom', id: 'a5-b3' },
     { type: 'impression', id: 'a5-b4' },
   ];
-  const bodies = [
+  const bodies: { name: string; body: Buffer; headers: Record<string, string> }[] = [
     { name: 'JSON array', body: Buffer.from(JSON.stringify(batch)), headers: {} },
     {
       name: 'NDJSON',
@@ -235,7 +242,13 @@ t.test('A5: /e and /batch answers, NDJSON, gzip, limits and media types', async 
     'content-encoding': 'gzip',
   });
   t.equal(bomb.status, 413, 'inflated size counts');
-  const cases = [
+  const cases: {
+    name: string;
+    body: string;
+    headers: Record<string, string>;
+    status: number;
+    error: string;
+  }[] = [
     {
       name: 'text/html',
       body: '{}',

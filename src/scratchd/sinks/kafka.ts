@@ -2,7 +2,7 @@
  * The `kafka` sink (§3.8): kafkajs `sendBatch` with acks=-1, a topic per tenant, keyed by
  * visitor. A batch the broker finds too large is halved; one event still too large is fatal.
  */
-import { CompressionTypes, Kafka, logLevel, type Producer, type TopicMessages } from 'kafkajs';
+import { CompressionTypes, Kafka, logLevel, type Producer } from 'kafkajs';
 import type { Logger } from '../../common/logger.js';
 import { renderTemplate, type SinkConfigOf } from '../config.js';
 import { eventKey, SinkWriteError, type Sink, type SinkEvent, type WriteResult } from './types.js';
@@ -40,7 +40,8 @@ export class KafkaSink implements Sink {
       retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1000 },
       logLevel: logLevel.ERROR,
       logCreator: () => (entry) => {
-        if (entry.level <= logLevel.ERROR) log.debug('kafkajs', { message: entry.log.message });
+        if (entry.level <= logLevel.ERROR)
+          log.debug('kafkajs', { message: entry.log.message, error: entry.log.error });
       },
     });
     this.producer = kafka.producer({
@@ -67,31 +68,33 @@ export class KafkaSink implements Sink {
         cause: err,
       });
     }
+    // One request per topic: a topic that refuses an oversize event does not make the others
+    // retry (and duplicate) what they already stored.
+    const byTopic = new Map<string, { event: SinkEvent; index: number }[]>();
+    batch.forEach((event, index) => {
+      const topic = renderTemplate(this.config.topic, event.meta.tenant);
+      let list = byTopic.get(topic);
+      if (list === undefined) byTopic.set(topic, (list = []));
+      list.push({ event, index });
+    });
     const fatal: WriteResult['fatal'] = [];
-    await this.send(
-      batch.map((event, index) => ({ event, index })),
-      fatal,
-    );
+    for (const [topic, items] of byTopic) await this.send(topic, items, fatal);
     return { fatal };
   }
 
   private async send(
+    topic: string,
     items: { event: SinkEvent; index: number }[],
     fatal: WriteResult['fatal'],
   ): Promise<void> {
-    const byTopic = new Map<string, TopicMessages>();
-    for (const { event } of items) {
-      const topic = renderTemplate(this.config.topic, event.meta.tenant);
-      let entry = byTopic.get(topic);
-      if (entry === undefined) byTopic.set(topic, (entry = { topic, messages: [] }));
-      entry.messages.push({
-        key: eventKey(event.meta, this.config.key) ?? event.meta.id,
-        value: event.data,
-      });
-    }
+    const messages = items.map(({ event }) => ({
+      key: eventKey(event.meta, this.config.key) ?? event.meta.id,
+      value: event.data,
+    }));
     try {
-      await this.producer.sendBatch({
-        topicMessages: [...byTopic.values()],
+      await this.producer.send({
+        topic,
+        messages,
         acks: -1,
         timeout: this.config.request_timeout_ms,
         compression:
@@ -108,8 +111,8 @@ export class KafkaSink implements Sink {
         return;
       }
       const half = Math.ceil(items.length / 2);
-      await this.send(items.slice(0, half), fatal);
-      await this.send(items.slice(half), fatal);
+      await this.send(topic, items.slice(0, half), fatal);
+      await this.send(topic, items.slice(half), fatal);
     }
   }
 

@@ -125,25 +125,28 @@ export function files(root: string): string[] {
   return out;
 }
 
+/** POST with a JSON content type by default; `host` may be set, unlike with fetch. */
 export async function post(
   url: string,
   body: string | Buffer,
   headers: Record<string, string> = {},
-): Promise<{ status: number; headers: Headers; json: Record<string, unknown> }> {
-  const response = await fetch(url, {
+): Promise<{
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  json: Record<string, unknown>;
+}> {
+  const res = await httpRequest(url, {
     method: 'POST',
     body,
     headers: { 'content-type': 'application/json', ...headers },
-    signal: AbortSignal.timeout(10_000),
   });
-  const text = await response.text();
-  let json: Record<string, unknown> = {};
+  let json: Record<string, unknown>;
   try {
-    json = JSON.parse(text) as Record<string, unknown>;
+    json = JSON.parse(res.body.toString('utf8')) as Record<string, unknown>;
   } catch {
-    json = { text };
+    json = { text: res.body.toString('utf8') };
   }
-  return { status: response.status, headers: response.headers, json };
+  return { status: res.status, headers: res.headers, json };
 }
 
 /** The value of one Prometheus sample, 0 when absent. */
