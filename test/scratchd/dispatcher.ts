@@ -1,5 +1,5 @@
 // The dispatcher state machine (spec §3.9) against a scripted fake sink: pure logic plus a temp spool.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { silentLogger } from '../../src/common/logger.js';
 import { DeadLetter } from '../../src/scratchd/dead-letter.js';
 import { backoffMs, Dispatcher, type SinkState } from '../../src/scratchd/dispatcher.js';
@@ -42,7 +42,7 @@ function event(id: string): SinkEvent {
   return { data, meta: { id, tenant: 'gr', receivedAt: Date.now(), visitorId: null, sessionId: null } };
 }
 
-function setup(t: Parameters<Parameters<typeof t.test>[1]>[0]) {
+function setup(t: Test) {
   const dir = tempDir(t);
   const sink = new ScriptedSink();
   const spool = new Spool({ dir: `${dir}/spool`, maxBytes: 1 << 20, segmentBytes: 1 << 16, fsyncMs: 5 });
