@@ -65,6 +65,7 @@ export class Spool {
   private tailSeq = 0;
   private pending: PendingRecord[] = [];
   private pendingBytes = 0;
+  private writingBytes = 0;
   private unread = 0;
   private flushing: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
@@ -137,7 +138,7 @@ export class Spool {
 
   /** Bytes on disk plus bytes waiting for the next group commit. */
   get bytes(): number {
-    let total = this.pendingBytes;
+    let total = this.pendingBytes + this.writingBytes;
     for (const size of this.segments.values()) total += size;
     return total;
   }
@@ -190,6 +191,8 @@ export class Spool {
     const batch = this.pending;
     if (batch.length === 0) return;
     this.pending = [];
+    // The bytes being written still count until the segment sizes include them.
+    this.writingBytes = this.pendingBytes;
     this.pendingBytes = 0;
     let index = 0;
     try {
@@ -207,6 +210,7 @@ export class Spool {
         await tail.writev(chunk);
         await tail.sync();
         this.segments.set(this.tailSeq, (this.segments.get(this.tailSeq) ?? HEADER) + size);
+        this.writingBytes -= size;
         for (let i = 0; i < chunk.length; i += 1) batch[index + i]?.done?.();
         index += chunk.length;
         if ((this.segments.get(this.tailSeq) ?? 0) >= this.options.segmentBytes)
@@ -216,6 +220,7 @@ export class Spool {
     } catch (err) {
       // ENOSPC, EIO: keep the records in memory, count the spool as full, try again later.
       const rest = batch.slice(index);
+      this.writingBytes = 0;
       this.pending = [...rest, ...this.pending];
       this.pendingBytes = this.pending.reduce((n, r) => n + r.bytes.length, 0);
       this.writeFailed = true;

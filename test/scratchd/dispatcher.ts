@@ -4,7 +4,13 @@ import { silentLogger } from '../../src/common/logger.js';
 import { DeadLetter } from '../../src/scratchd/dead-letter.js';
 import { backoffMs, Dispatcher, type SinkState } from '../../src/scratchd/dispatcher.js';
 import { createMetrics } from '../../src/scratchd/metrics.js';
-import { NO_FATAL, SinkWriteError, type Sink, type SinkEvent, type WriteResult } from '../../src/scratchd/sinks/types.js';
+import {
+  NO_FATAL,
+  SinkWriteError,
+  type Sink,
+  type SinkEvent,
+  type WriteResult,
+} from '../../src/scratchd/sinks/types.js';
 import { Spool } from '../../src/scratchd/spool.js';
 import { eventually } from '../helpers/net.js';
 import { tempDir } from './helpers/harness.js';
@@ -38,17 +44,49 @@ class ScriptedSink implements Sink {
 }
 
 function event(id: string): SinkEvent {
-  const data = Buffer.from(JSON.stringify({ v: 1, id, tenant: 'gr', received_at: Date.now(), visitor_id: null, session_id: null }));
-  return { data, meta: { id, tenant: 'gr', receivedAt: Date.now(), visitorId: null, sessionId: null } };
+  const data = Buffer.from(
+    JSON.stringify({
+      v: 1,
+      id,
+      tenant: 'gr',
+      received_at: Date.now(),
+      visitor_id: null,
+      session_id: null,
+    }),
+  );
+  return {
+    data,
+    meta: { id, tenant: 'gr', receivedAt: Date.now(), visitorId: null, sessionId: null },
+  };
 }
 
 function setup(t: Test) {
   const dir = tempDir(t);
   const sink = new ScriptedSink();
-  const spool = new Spool({ dir: `${dir}/spool`, maxBytes: 1 << 20, segmentBytes: 1 << 16, fsyncMs: 5 });
+  const spool = new Spool({
+    dir: `${dir}/spool`,
+    maxBytes: 1 << 20,
+    segmentBytes: 1 << 16,
+    fsyncMs: 5,
+  });
   spool.recover();
-  const options = { batch_events: 10, batch_bytes: 1 << 20, linger_ms: 5, unhealthy_after: 2, backoff_base_ms: 5, backoff_max_ms: 20 };
-  const dispatcher = new Dispatcher(sink, spool, options, () => 1 << 20, new DeadLetter(`${dir}/dead`), createMetrics(), silentLogger());
+  const options = {
+    batch_events: 10,
+    batch_bytes: 1 << 20,
+    linger_ms: 5,
+    unhealthy_after: 2,
+    backoff_base_ms: 5,
+    backoff_max_ms: 20,
+  };
+  const dispatcher = new Dispatcher(
+    sink,
+    spool,
+    options,
+    () => 1 << 20,
+    new DeadLetter(`${dir}/dead`),
+    createMetrics(),
+    silentLogger(),
+  );
   const states: SinkState[] = [];
   const track = setInterval(() => {
     if (states.at(-1) !== dispatcher.state) states.push(dispatcher.state);
@@ -75,7 +113,10 @@ t.test('healthy → unhealthy → replaying → healthy, every event once, in or
   await eventually(() => dispatcher.state === 'healthy' && sink.delivered.length === 40, 5000, 5);
   t.same(sink.delivered, ids, 'order kept through the spool');
   t.notOk(spool.hasData);
-  t.same(states.filter((s, i) => states.indexOf(s) === i), ['healthy', 'unhealthy', 'replaying'].filter((s) => states.includes(s as SinkState)));
+  t.same(
+    states.filter((s, i) => states.indexOf(s) === i),
+    ['healthy', 'unhealthy', 'replaying'].filter((s) => states.includes(s as SinkState)),
+  );
   t.ok(states.includes('unhealthy'));
 });
 
@@ -86,7 +127,9 @@ t.test('a fatal event is dead-lettered, the rest delivered', async (t) => {
   await eventually(() => sink.delivered.length === 2, 5000, 5);
   const { readdirSync, readFileSync } = await import('node:fs');
   await eventually(() => readdirSync(`${dir}/dead/fake`).length === 1, 5000, 5);
-  const line = JSON.parse(readFileSync(`${dir}/dead/fake/${readdirSync(`${dir}/dead/fake`)[0]}`, 'utf8')) as { reason: string; event: { id: string } };
+  const line = JSON.parse(
+    readFileSync(`${dir}/dead/fake/${readdirSync(`${dir}/dead/fake`)[0]}`, 'utf8'),
+  ) as { reason: string; event: { id: string } };
   t.equal(line.event.id, 'big');
   t.equal(line.reason, 'too large');
   t.same(sink.delivered, ['a', 'b']);
@@ -103,8 +146,20 @@ t.test('drain spools what the sink cannot take before the deadline', async (t) =
 });
 
 t.test('backoff is full jitter, capped', async (t) => {
-  t.equal(backoffMs(1, 100, 30_000, () => 0.999), 99);
-  t.equal(backoffMs(4, 100, 30_000, () => 0.5), 400);
-  t.equal(backoffMs(30, 100, 30_000, () => 0.999), 29_970);
-  t.equal(backoffMs(3, 100, 30_000, () => 0), 0);
+  t.equal(
+    backoffMs(1, 100, 30_000, () => 0.999),
+    99,
+  );
+  t.equal(
+    backoffMs(4, 100, 30_000, () => 0.5),
+    400,
+  );
+  t.equal(
+    backoffMs(30, 100, 30_000, () => 0.999),
+    29_970,
+  );
+  t.equal(
+    backoffMs(3, 100, 30_000, () => 0),
+    0,
+  );
 });

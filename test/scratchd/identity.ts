@@ -26,7 +26,10 @@ t.test('cookie identity sets, keeps and re-sends', async (t) => {
     `_scr_v=${fresh.visitorId}; Max-Age=31536000; Domain=skroutz.gr; Path=/; Secure; HttpOnly; SameSite=Lax`,
     `_scr_s=${fresh.sessionId}; Max-Age=1800; Domain=skroutz.gr; Path=/; Secure; HttpOnly; SameSite=Lax`,
   ]);
-  const again = cookieIdentity(`other=1; _scr_v=${fresh.visitorId}; _scr_s=${fresh.sessionId}`, identity);
+  const again = cookieIdentity(
+    `other=1; _scr_v=${fresh.visitorId}; _scr_s=${fresh.sessionId}`,
+    identity,
+  );
   t.equal(again.visitorId, fresh.visitorId);
   t.equal(again.sessionId, fresh.sessionId);
   t.equal(again.setCookies.length, 1);
@@ -47,7 +50,12 @@ t.test('A10: hash identity across midnight, idle gaps and restarts', async (t) =
   t.not(hashIdentity(salts, sessions, 'gr', '203.0.113.10', 'UA', now).visitorId, a.visitorId);
   t.equal(statSync(join(dir, 'salts.json')).mode & 0o777, 0o600);
   const restarted = Salts.inDir(dir, 30 * 60_000, clock);
-  t.equal(hashIdentity(restarted, new SessionCache(100, 30 * 60_000), 'gr', '203.0.113.9', 'UA', now).visitorId, a.visitorId, 'same-day restart keeps the id');
+  t.equal(
+    hashIdentity(restarted, new SessionCache(100, 30 * 60_000), 'gr', '203.0.113.9', 'UA', now)
+      .visitorId,
+    a.visitorId,
+    'same-day restart keeps the id',
+  );
   now = Date.parse('2026-06-02T00:05:00Z');
   salts.rotate();
   t.equal(salts.rotations, 1);
@@ -74,8 +82,16 @@ t.test('IP truncation, forwarded-for and bots', async (t) => {
   const proxies = new TrustedProxies(['127.0.0.1/32', '10.0.0.0/8']);
   t.equal(proxies.clientIp('127.0.0.1', '198.51.100.1, 10.1.1.1'), '198.51.100.1');
   t.equal(proxies.clientIp('::ffff:127.0.0.1', '198.51.100.2'), '198.51.100.2', 'IPv4-mapped peer');
-  t.equal(proxies.clientIp('192.0.2.1', '198.51.100.1'), '192.0.2.1', 'untrusted peer: XFF ignored');
-  t.equal(proxies.clientIp('127.0.0.1', '203.0.113.1, 198.51.100.1'), '198.51.100.1', 'first untrusted from the right');
+  t.equal(
+    proxies.clientIp('192.0.2.1', '198.51.100.1'),
+    '192.0.2.1',
+    'untrusted peer: XFF ignored',
+  );
+  t.equal(
+    proxies.clientIp('127.0.0.1', '203.0.113.1, 198.51.100.1'),
+    '198.51.100.1',
+    'first untrusted from the right',
+  );
   const bots = new BotMatcher(['^internal-monitor']);
   t.ok(bots.isBot('Mozilla/5.0 (compatible; Googlebot/2.1)'));
   t.ok(bots.isBot('curl/8.0'));

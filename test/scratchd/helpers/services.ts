@@ -35,8 +35,11 @@ export async function ownRedis(t: Test, dir: string): Promise<OwnRedis> {
         '127.0.0.1',
         '--save',
         '',
+        // An append-only file fsync'd per write, so a killed server keeps what it acked.
         '--appendonly',
-        'no',
+        'yes',
+        '--appendfsync',
+        'always',
         '--dir',
         dir,
       ],
