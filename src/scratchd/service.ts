@@ -406,25 +406,30 @@ export class Scratchd implements Service {
   }
 
   /** Second signal or missed deadline: everything in memory is spooled synchronously, now. */
-  destroy(): void {
+  destroy(): number {
     this.fast.abort();
     this.draining = true;
     let spooled = 0;
+    let lost = 0;
     for (const d of this.dispatchers.values()) {
+      const events = d.takeAllSync();
       try {
-        spooled += d.spool.writeSync(d.takeAllSync().map((e) => e.data));
+        spooled += d.spool.writeSync(events.map((e) => e.data));
       } catch (err) {
-        this.log.error('shutdown_lost', { sink: d.name, err });
+        lost += events.length;
+        this.log.error('shutdown_lost', { sink: d.name, events: events.length, err });
       }
     }
     this.publicServer?.server.closeAllConnections();
     this.finish();
+    if (lost > 0) return ExitCode.failure;
     this.log.info('shutdown_done', { spooled, forced: true });
+    return ExitCode.ok;
   }
 
   /** Start-up failed after the lock was taken: release what was opened. */
   async abortStart(): Promise<void> {
-    this.destroy();
+    void this.destroy();
     await Promise.resolve();
   }
 }

@@ -108,7 +108,6 @@ export class Spool {
       this.cursor = { segment: seqs[0] ?? 0, offset: HEADER };
     this.tailSeq = seqs.at(-1) ?? this.cursor.segment;
     this.unread = records;
-    this.corruptRecords += corrupt;
     return { segments: seqs.length, records, corrupt };
   }
 

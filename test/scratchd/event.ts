@@ -126,13 +126,14 @@ t.test('query parsing: first value wins, + is a space, bad encodings fail', asyn
   t.same([...(parseQuery('q=%CE%B1') ?? [])], [['q', 'α']]);
   const drops: DropReason[] = [];
   const raw = pixelEvent(
-    parseQuery('e=clk&u=https%3A%2F%2Fa.b%2F&p.pos=3&zz=1&cb=9&tid=gr') ?? new Map(),
+    parseQuery('e=clk&u=https%3A%2F%2Fa.b%2F&p.pos=3&zz=1&cb=9&tid=gr') ??
+      new Map<string, string>(),
     false,
     drops,
   );
   t.same(raw, { type: 'clk', url: 'https://a.b/', props: { pos: '3' } });
   t.same(drops, ['unknown_param']);
-  const kept = pixelEvent(parseQuery('zz=1') ?? new Map(), true, []);
+  const kept = pixelEvent(parseQuery('zz=1') ?? new Map<string, string>(), true, []);
   t.same(kept.props, { zz: '1' });
 });
 

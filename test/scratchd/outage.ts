@@ -8,9 +8,7 @@ import { ownRedis } from './helpers/services.js';
 
 const FAST_RETRY = { unhealthy_after: 2, backoff_base_ms: 20, backoff_max_ms: 300, linger_ms: 5 };
 
-async function readyz(
-  admin: string,
-): Promise<{
+async function readyz(admin: string): Promise<{
   status: number;
   body: {
     ready: boolean;
