@@ -104,6 +104,8 @@ export class PublicServer {
         headersTimeout: limits.headers_timeout_ms,
         requestTimeout: limits.request_timeout_ms,
         keepAliveTimeout: limits.keep_alive_timeout_ms,
+        // How often Node looks for sockets past headersTimeout/requestTimeout (default 30 s).
+        connectionsCheckingInterval: Math.min(1000, limits.headers_timeout_ms),
       },
       (req, res) => this.handle(req, res),
     );

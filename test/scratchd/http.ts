@@ -1,6 +1,8 @@
 // The public listener end to end against the built executable: spec §7 A1, A2, A5-A9, A11, A12.
 import { createHash, createHmac } from 'node:crypto';
+import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import t from 'tap';
@@ -552,4 +554,26 @@ t.test('A3: oversized headers get 431', async (t) => {
     headers: { 'x-big': 'a'.repeat(17 * 1024) },
   });
   t.equal(res.status, 431);
+});
+
+t.test('A3: a client trickling headers past headers_timeout_ms is disconnected', async (t) => {
+  const slow = await boot(
+    t,
+    { ...config, limits: { headers_timeout_ms: 1000, request_timeout_ms: 2000 } },
+    { env: { SCR_TEST_REDIRECT_KEY: REDIRECT_KEY } },
+  );
+  const url = new URL(slow.base);
+  const socket = connect(Number(url.port), url.hostname);
+  let received = '';
+  socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
+  const closed = once(socket, 'close');
+  socket.write('GET /track HTTP/1.1\r\nHost: www.skroutz.gr\r\n');
+  const timer = setInterval(() => socket.write('X-Slow: a\r\n'), 200);
+  const started = Date.now();
+  await closed;
+  clearInterval(timer);
+  const elapsed = Date.now() - started;
+  t.ok(elapsed >= 900 && elapsed < 5000, `closed after ${elapsed} ms`);
+  t.match(received, /^(HTTP\/1\.1 408|$)/, 'a 408 where Node can send one');
+  t.equal(await slow.cli.stop('SIGTERM'), 0);
 });
