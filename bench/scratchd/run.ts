@@ -114,7 +114,7 @@ async function startScratchd(dir: string, config: string): Promise<Server> {
       '--admin-listen',
       '127.0.0.1:0',
     ],
-    { LOG_LEVEL: 'warn' },
+    { LOG_LEVEL: 'info' },
   );
   const line = await waitLine(child, /"msg":"listening"/);
   const parsed = JSON.parse(line) as { listen: string; admin_listen: string };
