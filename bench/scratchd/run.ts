@@ -622,4 +622,7 @@ async function outageDrill(
   return result;
 }
 
-await main();
+await main().catch((err: unknown) => {
+  process.stderr.write(`${String(err)}\n`);
+  process.exitCode = 1;
+});

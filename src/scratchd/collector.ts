@@ -7,7 +7,7 @@ import type { Dispatcher } from './dispatcher.js';
 import { buildEnvelope, type DropReason, type EventFields, type Source } from './event.js';
 import { cookieIdentity, hashIdentity, type Salts } from './identity.js';
 import { applyIpRule, normalizeIp } from './ip.js';
-import type { Metrics } from './metrics.js';
+import { ChildCache, type Metrics } from './metrics.js';
 import type { Tenant } from './tenants.js';
 import { uuidv7 } from './uuid.js';
 import type { Wal } from './wal.js';
@@ -41,7 +41,11 @@ export interface CollectorDeps {
 }
 
 export class Collector {
-  constructor(private readonly deps: CollectorDeps) {}
+  private readonly acceptedCount: ChildCache<{ inc(): void }>;
+
+  constructor(private readonly deps: CollectorDeps) {
+    this.acceptedCount = new ChildCache((l) => deps.metrics.accepted.labels(l));
+  }
 
   countDrops(tenant: string, drops: readonly DropReason[]): void {
     for (const reason of drops) this.deps.metrics.fieldsDropped.inc({ tenant, reason });
@@ -114,7 +118,7 @@ export class Collector {
         envelope: envelope as unknown as Record<string, unknown>,
       };
     }
-    this.deps.metrics.accepted.inc({ tenant: tenant.name });
+    this.acceptedCount.get({ tenant: tenant.name }).inc();
     return {
       status: 'accepted',
       id,

@@ -293,8 +293,8 @@ export class Dispatcher {
       const now = Date.now();
       const written = batch.events.length - result.fatal.length;
       this.metrics.sinkWritten.inc({ sink }, written);
-      for (const event of batch.events)
-        this.metrics.deliveryLag.observe({ sink }, (now - event.meta.receivedAt) / 1000);
+      const lag = this.metrics.deliveryLag.labels({ sink });
+      for (const event of batch.events) lag.observe((now - event.meta.receivedAt) / 1000);
       if (batch.spooled) {
         await this.spool.commit(batch.spooled);
         this.metrics.spoolReplayed.inc({ sink }, batch.events.length);

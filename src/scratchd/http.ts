@@ -21,7 +21,7 @@ import {
   type Source,
 } from './event.js';
 import type { TrustedProxies } from './ip.js';
-import type { Metrics } from './metrics.js';
+import { ChildCache, type Metrics } from './metrics.js';
 import {
   checkRedirect,
   checkSecret,
@@ -95,6 +95,9 @@ function rawTid(query: string): string | undefined {
 
 export class PublicServer {
   readonly server: Server;
+  private readonly requestCount: ChildCache<{ inc(): void }>;
+  private readonly requestTime: ChildCache<{ observe(v: number): void }>;
+  private readonly receivedCount: ChildCache<{ inc(n?: number): void }>;
 
   constructor(private readonly deps: PublicServerDeps) {
     const limits = deps.limits;
@@ -110,6 +113,10 @@ export class PublicServer {
       (req, res) => this.handle(req, res),
     );
     this.server.maxConnections = limits.max_connections;
+    const m = deps.metrics;
+    this.requestCount = new ChildCache((l) => m.httpRequests.labels(l));
+    this.requestTime = new ChildCache((l) => m.httpDuration.labels(l));
+    this.receivedCount = new ChildCache((l) => m.received.labels(l));
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
@@ -117,11 +124,8 @@ export class PublicServer {
     const { path, query } = splitUrl(req.url ?? '/');
     const route = this.routeOf(path, req.method);
     res.on('finish', () => {
-      this.deps.metrics.httpRequests.inc({ route, code: String(res.statusCode) });
-      this.deps.metrics.httpDuration.observe(
-        { route },
-        Number(process.hrtime.bigint() - started) / 1e9,
-      );
+      this.requestCount.get({ route, code: String(res.statusCode) }).inc();
+      this.requestTime.get({ route }).observe(Number(process.hrtime.bigint() - started) / 1e9);
     });
     if (this.deps.draining()) res.setHeader('Connection', 'close');
     this.dispatch(route, path, query, req, res).catch((err: unknown) => {
@@ -197,7 +201,7 @@ export class PublicServer {
     };
     const tenant = this.deps.tenants().resolve(rawTid(query), req.headers.host);
     const label = tenant?.name ?? '_unknown';
-    this.deps.metrics.received.inc({ tenant: label, route: 'track' });
+    this.receivedCount.get({ tenant: label, route: 'track' }).inc();
     const outcome = await this.pixelOutcome(req, url, query, tenant);
     if (outcome.status !== 'accepted') this.countNotAccepted(label, outcome);
     this.sendPixel(res, outcome, flags, tenant);
@@ -311,7 +315,7 @@ export class PublicServer {
         'the query string is not valid percent-encoded UTF-8',
       );
     const tenant = this.deps.tenants().resolve(params.get('tid'), req.headers.host);
-    this.deps.metrics.received.inc({ tenant: tenant?.name ?? '_unknown', route: 'r' });
+    this.receivedCount.get({ tenant: tenant?.name ?? '_unknown', route: 'r' }).inc();
     if (tenant === undefined) {
       this.rejectCount('_unknown', 'unknown_tenant');
       throw new HttpFailure(404, 'unknown_tenant', 'no tenant for this tid or host');
@@ -448,7 +452,7 @@ export class PublicServer {
       fail(413, 'too_large', `the body is over ${limitBytes} bytes`),
     );
     const items = this.parseItems(body, source, ndjson, fail);
-    this.deps.metrics.received.inc({ tenant: tenant.name, route: source }, items.length);
+    this.receivedCount.get({ tenant: tenant.name, route: source }).inc(items.length);
     await this.intake(req, res, tenant, items, source, trusted);
   }
 

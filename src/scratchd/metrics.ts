@@ -117,3 +117,23 @@ export function createMetrics() {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * Memoised labelled children for the hot path: prom-client hashes the label object on every
+ * `inc({...})`, while a child from `labels()` is a plain method call.
+ */
+export class ChildCache<T> {
+  private readonly children = new Map<string, T>();
+
+  constructor(private readonly make: (labels: Record<string, string>) => T) {}
+
+  get(labels: Record<string, string>): T {
+    const key = Object.values(labels).join('\u0000');
+    let child = this.children.get(key);
+    if (child === undefined) {
+      child = this.make(labels);
+      this.children.set(key, child);
+    }
+    return child;
+  }
+}
