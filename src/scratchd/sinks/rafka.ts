@@ -23,6 +23,8 @@ export class RafkaSink implements Sink {
       host: url.hostname,
       port: Number(url.port || 6380),
       db: 0,
+      // RESP2: ioredis 6 would open with HELLO 3, which rafka does not answer.
+      protocol: 2,
       enableReadyCheck: false,
       enableOfflineQueue: false,
       disableClientInfo: true,
