@@ -60,6 +60,19 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+/** Waits for `work` but at most `ms`; the timer is cleared either way, so nothing lingers. */
+async function within(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+  });
+  try {
+    await Promise.race([work.then(() => undefined), limit]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export class Scratchd implements Service {
   readonly done: Promise<number>;
   readonly shutdownTimeoutMs: number;
@@ -361,10 +374,8 @@ export class Scratchd implements Service {
     await sleep(s.pre_stop_ms, this.fast.signal);
     if (this.publicServer !== undefined) {
       const server = this.publicServer.server;
-      await Promise.race([
-        closeServer(server, s.inflight_ms),
-        sleep(s.inflight_ms + 100, this.fast.signal),
-      ]);
+      const graceMs = this.fast.signal.aborted ? 0 : s.inflight_ms;
+      await within(closeServer(server, graceMs), graceMs + 100);
       server.closeAllConnections();
     }
     const drainMs = this.fast.signal.aborted ? 0 : s.drain_ms;
@@ -376,8 +387,8 @@ export class Scratchd implements Service {
     const walLeft = await this.wal.close().catch(() => 0);
     await Promise.all(
       [...this.dispatchers.values()].map((d) =>
-        Promise.race([d.sink.close(), sleep(3000, new AbortController().signal)]).catch(
-          (err: unknown) => this.log.warn('sink close failed', { sink: d.name, err }),
+        within(d.sink.close(), 3000).catch((err: unknown) =>
+          this.log.warn('sink close failed', { sink: d.name, err }),
         ),
       ),
     );
