@@ -256,9 +256,20 @@ export class Scratchd implements Service {
       this.log.info('recovered', { wal_events: events, wal_orphans: orphans });
   }
 
+  private readonly fullSpools = new Set<string>();
+
   private tick(): void {
     let memory = 0;
     for (const [name, d] of this.dispatchers) {
+      if (d.spool.full !== this.fullSpools.has(name)) {
+        if (d.spool.full) {
+          this.fullSpools.add(name);
+          this.log.error('spool_full', { sink: name, spool_bytes: d.spool.bytes });
+        } else {
+          this.fullSpools.delete(name);
+          this.log.info('spool has room again', { sink: name, spool_bytes: d.spool.bytes });
+        }
+      }
       memory += d.memoryBytes;
       this.metrics.queueEvents.set({ sink: name }, d.queuedEvents);
       this.metrics.queueBytes.set({ sink: name }, d.memoryBytes);

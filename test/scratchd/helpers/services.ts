@@ -121,10 +121,9 @@ export async function consumeTopic(
   count: number,
   timeoutMs = 30_000,
 ): Promise<{ key: string | null; value: string; partition: number; offset: string }[]> {
-  const consumer = kafkaClient().consumer({
-    groupId: `scratchd-test-${topic}`,
-    sessionTimeout: 10_000,
-  });
+  // A fresh group per read, so each read starts at the beginning; deleted afterwards.
+  const groupId = `scratchd-test-${topic}-${Math.random().toString(36).slice(2)}`;
+  const consumer = kafkaClient().consumer({ groupId, sessionTimeout: 10_000 });
   await consumer.connect();
   const out: { key: string | null; value: string; partition: number; offset: string }[] = [];
   // A rebalance right after joining re-delivers from the last commit: count each offset once.
@@ -147,6 +146,10 @@ export async function consumeTopic(
     await eventually(() => out.length >= count, timeoutMs, 100);
   } finally {
     await consumer.disconnect();
+    const admin = kafkaClient().admin();
+    await admin.connect();
+    await admin.deleteGroups([groupId]).catch(() => undefined);
+    await admin.disconnect();
   }
   return out;
 }
