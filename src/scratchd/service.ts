@@ -162,7 +162,7 @@ export class Scratchd implements Service {
     this.housekeeping = setInterval(() => this.tick(), 1000);
     this.housekeeping.unref();
     this.tick();
-    this.log.info('listening', {
+    const line = {
       version: VERSION,
       listen: formatAddress(address),
       admin_listen: formatAddress(this.admin.address),
@@ -171,7 +171,10 @@ export class Scratchd implements Service {
       data_dir: config.data_dir,
       tenants: this.tenants.names().length,
       sinks: this.dispatchers.size,
-    });
+    };
+    // main.ts wires the signal handlers once start() has returned; announcing on the next turn
+    // means whoever waits for this line can already stop us with SIGTERM.
+    setImmediate(() => this.log.info('listening', line));
   }
 
   /** Step 4-5: file sinks' `.open` files, spools, salts; then sinks and dispatchers. */

@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import t from 'tap';
 import { EXECUTABLE, runCli } from '../helpers/cli.js';
 import { eventually } from '../helpers/net.js';
-import type { ConfigResourceTypes } from 'kafkajs';
 import { KAFKA_BROKERS, kafkaClient, redisForTest, uniqueId } from '../helpers/services.js';
 import { archived, boot, files, httpRequest, post, tempDir } from './helpers/harness.js';
 import { consumeTopic, createTopics, startRafka } from './helpers/services.js';
@@ -189,7 +188,7 @@ t.test(
       resources: [
         {
           // ConfigResourceTypes.TOPIC: kafkajs's CommonJS build exports no such named binding to ESM.
-          type: 2 as ConfigResourceTypes,
+          type: 2,
           name: `${base}.small`,
           configEntries: [{ name: 'max.message.bytes', value: '1048576' }],
         },
