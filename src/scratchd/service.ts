@@ -298,6 +298,9 @@ export class Scratchd implements Service {
     }
   }
 
+  // TODO: /healthz and /metrics are answered by the shared admin server and so are not counted in
+  // scratchd_http_requests_total{route="healthz"|"metrics"}; only /readyz is, until that server
+  // takes an observer hook.
   private readyz(_req: IncomingMessage, res: ServerResponse): void {
     const sinks: Record<string, unknown> = {};
     for (const [name, d] of this.dispatchers) sinks[name] = d.snapshot();
@@ -313,6 +316,7 @@ export class Scratchd implements Service {
       'cache-control': 'no-store',
     });
     res.end(body);
+    this.metrics.httpRequests.inc({ route: 'readyz', code: String(res.statusCode) });
   }
 
   /** SIGHUP (§3.11): the same file again; invalid keeps the old config. */
