@@ -1,6 +1,6 @@
 // Lifecycle end to end: spec §7 A19, A22-A28 (check, lock, SIGTERM, SIGKILL, spool recovery,
 // reload, replay, metrics).
-import { readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { runCli, spawnCli } from '../helpers/cli.js';
@@ -624,5 +624,37 @@ t.test(
       `label names: ${[...labels].join(', ')}`,
     );
     t.equal(await app.cli.stop('SIGTERM'), 0);
+  },
+);
+
+t.test(
+  'bare scratchd with no config file runs the built-in config under ./scratchd-data',
+  {
+    skip: existsSync('/etc/skroutz-infra/scratchd.json')
+      ? '/etc/skroutz-infra/scratchd.json exists here'
+      : false,
+  },
+  async (t) => {
+    const dir = tempDir(t);
+    const cli = spawnCli(
+      t,
+      ['scratchd', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'],
+      { cwd: dir },
+    );
+    const line = await cli.waitForLine(/"msg":"listening"/);
+    t.match(cli.output(), /"msg":"no config file, running on the built-in config"/);
+    const { listen, config } = JSON.parse(line) as { listen: string; config: string };
+    t.equal(config, '(built-in)');
+    const res = await httpRequest(`http://${listen}/track?id=builtin-1`, {
+      headers: { host: 'anything.example', 'user-agent': 'Mozilla/5.0' },
+    });
+    t.equal(res.status, 200);
+    t.equal(await cli.stop('SIGTERM'), 0);
+    const stored = archived(join(dir, 'scratchd-data', 'events', 'default'));
+    t.same(
+      stored.map((e) => [e.id, e.tenant]),
+      [['builtin-1', 'default']],
+    );
+    t.notMatch(String(res.headers['set-cookie']), /Domain=/, 'no cookie domain');
   },
 );
