@@ -359,6 +359,8 @@ export class Dispatcher {
     this.closing = true;
     this.start();
     this.wake();
+    // An unhealthy sink takes nothing more before the deadline: its events go to the spool now.
+    if (this.state === 'unhealthy') this.abort.abort();
     const before = this.spool.records;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((resolve) => {
