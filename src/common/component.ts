@@ -22,8 +22,11 @@ export interface Service {
    * Resolves with the exit code the process should end with (0 when everything was persisted).
    */
   close(reason: string): Promise<number>;
-  /** Forced stop after a second signal or a missed deadline: abort in-flight work now. */
-  destroy(): void;
+  /**
+   * Forced stop after a second signal or a missed deadline: abort in-flight work now. May return
+   * the exit code when the forced stop still persisted everything (default: failure).
+   */
+  destroy(): void | number;
   /** Resolves when the service ended on its own (a fatal error), with the exit code. */
   readonly done: Promise<number>;
   /** Upper bound on `close()`, after which `main.ts` forces the exit. */

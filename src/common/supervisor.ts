@@ -27,8 +27,8 @@ export function supervise(
     };
     const force = (why: string): void => {
       log.warn('forcing stop', { reason: why });
-      service.destroy();
-      finish(ExitCode.failure, true);
+      const code = service.destroy();
+      finish(typeof code === 'number' ? code : ExitCode.failure, true);
     };
     function onStop(signal: NodeJS.Signals): void {
       if (stopping) return force(`second ${signal}`);
