@@ -76,6 +76,7 @@ async function within(work: Promise<unknown>, ms: number): Promise<void> {
 export class Scratchd implements Service {
   readonly done: Promise<number>;
   readonly shutdownTimeoutMs: number;
+  private startLine: Record<string, unknown> = {};
   private config: ScratchdConfig;
   private tenants: TenantTable;
   private proxies: TrustedProxies;
@@ -162,7 +163,7 @@ export class Scratchd implements Service {
     this.housekeeping = setInterval(() => this.tick(), 1000);
     this.housekeeping.unref();
     this.tick();
-    const line = {
+    this.startLine = {
       version: VERSION,
       listen: formatAddress(address),
       admin_listen: formatAddress(this.admin.address),
@@ -172,9 +173,11 @@ export class Scratchd implements Service {
       tenants: this.tenants.names().length,
       sinks: this.dispatchers.size,
     };
-    // main.ts wires the signal handlers once start() has returned; announcing on the next turn
-    // means whoever waits for this line can already stop us with SIGTERM.
-    setImmediate(() => this.log.info('listening', line));
+  }
+
+  /** The start line; main.ts calls this once its signal handlers are on. */
+  announce(): void {
+    this.log.info('listening', this.startLine);
   }
 
   /** Step 4-5: file sinks' `.open` files, spools, salts; then sinks and dispatchers. */

@@ -188,7 +188,7 @@ export async function startRafka(t: Test, dir: string): Promise<Rafka | { notBui
       return { notBuilt: 'rafka is not built yet in this tree' };
     throw new Error(`rafka exited with ${started.code}: ${cli.output()}`);
   }
-  const match = /Listening on (\S+):(\d+)/.exec(started.line);
+  const match = /Listening on ([^\s"]+):(\d+)/.exec(started.line);
   if (match === null) throw new Error(`no port in ${started.line}`);
   return { cli, url: `redis://${match[1]}:${match[2]}` };
 }
