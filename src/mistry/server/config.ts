@@ -63,7 +63,7 @@ const schema = object(
     build_timeout_s: withDefault(integer({ min: 0 }), 3600),
     project_settings: withDefault(
       record(object({ build_timeout_s: optional(integer({ min: 0 })) }, 'warn')),
-      () => ({}),
+      (): Record<string, { build_timeout_s: number | undefined }> => ({}),
     ),
     /** Seconds running builds get to finish at shutdown. Default 120. */
     shutdown_grace_s: withDefault(integer({ min: 0 }), 120),

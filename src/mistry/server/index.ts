@@ -97,7 +97,7 @@ async function startServer(config: ServerConfig, logger: Logger): Promise<Servic
   logger.info(`Configuration: ${JSON.stringify(describeConfig(config))}`);
   const releaseLock = await takeLock(config.buildPath);
   const index = new JobIndex();
-  let gc: GarbageCollector | undefined;
+  const hooks: { afterBuild?: () => void } = {};
   const builds = new BuildManager({
     config,
     docker,
@@ -105,7 +105,7 @@ async function startServer(config: ServerConfig, logger: Logger): Promise<Servic
     logger,
     metrics,
     index,
-    onFinished: () => void gc?.afterBuild(),
+    onFinished: () => hooks.afterBuild?.(),
   });
   try {
     const recovery = { layout: builds.layout, docker, filesystem, logger, metrics };
@@ -118,7 +118,15 @@ async function startServer(config: ServerConfig, logger: Logger): Promise<Servic
     await releaseLock();
     throw err;
   }
-  gc = new GarbageCollector({ settings: config.gc, builds, index, filesystem, logger, metrics });
+  const gc = new GarbageCollector({
+    settings: config.gc,
+    builds,
+    index,
+    filesystem,
+    logger,
+    metrics,
+  });
+  hooks.afterBuild = () => void gc.afterBuild();
   const rsync = new RsyncDaemon(config, logger, metrics);
   let draining = false;
   let dockerUp = true;
