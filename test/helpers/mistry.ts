@@ -167,7 +167,7 @@ export async function countStarts(buildPath: string, fn: () => Promise<void>): P
   const since = Math.floor(Date.now() / 1000) - 1;
   await fn();
   const until = Math.floor(Date.now() / 1000) + 1;
-  const stream = (await docker.getEvents({
+  const stream = await docker.getEvents({
     since,
     until,
     filters: {
@@ -175,7 +175,7 @@ export async function countStarts(buildPath: string, fn: () => Promise<void>): P
       event: ['start'],
       label: [`skroutz-infra.mistry.build-path=${buildPath}`],
     },
-  })) as NodeJS.ReadableStream;
+  });
   let text = '';
   for await (const chunk of stream as AsyncIterable<Buffer>) text += chunk.toString();
   return text

@@ -6,7 +6,7 @@ import t from 'tap';
 import { postJob, project, sandbox, startServer } from '../helpers/mistry.js';
 
 const idOf = (answer: { json?: Record<string, unknown> }): string =>
-  String(answer.json?.URL).split('/')[2] as string;
+  String(answer.json?.URL).split('/')[2];
 
 t.test('a group carries cache and artifacts into its next build', async (t) => {
   const box = await sandbox(t);

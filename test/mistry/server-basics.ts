@@ -2,7 +2,7 @@
 // validation and the original client's wire format (spec §2, §5, §7.2 basics/failures/cache).
 import { lstat, readFile, readlink, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import {
   countStarts,
   postJob,
@@ -31,7 +31,7 @@ const BUILD_INFO_KEYS = [
 ];
 
 /** Checks the original's types and field order; log fields may be absent. */
-function checkSchema(t: Tap.Test, info: Record<string, unknown>): void {
+function checkSchema(t: Test, info: Record<string, unknown>): void {
   const keys = Object.keys(info);
   t.same(
     keys,
@@ -79,7 +79,7 @@ t.test('builds, caches and lays out results like the original', async (t) => {
   t.equal(info.Cached, false);
   t.equal(info.Coalesced, false);
   t.equal(info.ContainerStderr, 'this is stderr\n');
-  const id = String(info.URL).split('/')[2] as string;
+  const id = String(info.URL).split('/')[2];
   const ready = join(box.build, 'simple', 'ready', id);
   t.equal(info.Path, join(ready, 'data', 'artifacts'));
   t.equal(await readFile(join(ready, 'data', 'artifacts', 'out.txt'), 'utf8'), 'zxc');
@@ -88,7 +88,7 @@ t.test('builds, caches and lays out results like the original', async (t) => {
   t.equal(info.ContainerStdouterr, log, 'ContainerStdouterr is out.log');
   t.match(log, marker);
   for (const line of log.split('\n').filter(Boolean)) {
-    t.throws(() => JSON.parse(line) as unknown, undefined, 'out.log holds text, not JSON');
+    t.throws(() => JSON.parse(line) as unknown, 'out.log holds text, not JSON');
   }
   const stored = await readJson(join(ready, 'build_info.json'));
   t.notOk('ContainerStdouterr' in stored, 'logs never stored');
@@ -120,12 +120,7 @@ t.test('builds, caches and lays out results like the original', async (t) => {
     t.equal(answer.json?.Cached, true);
     const other = await postJob(base, { Project: 'simple', Params: { foo: 'other', _x: '1' } });
     t.not(other.json?.URL, info.URL, 'a plain param changes the ID');
-    const otherReady = join(
-      box.build,
-      'simple',
-      'ready',
-      String(other.json?.URL).split('/')[2] as string,
-    );
+    const otherReady = join(box.build, 'simple', 'ready', String(other.json?.URL).split('/')[2]);
     t.equal(await readFile(join(otherReady, 'data', 'params', '_x'), 'utf8'), '1');
     t.equal(await readFile(join(otherReady, 'data', 'artifacts', 'x.txt'), 'utf8'), '1');
   });
@@ -161,7 +156,7 @@ t.test('builds, caches and lays out results like the original', async (t) => {
     t.equal(answer.headers.get('content-type'), 'text/plain; charset=utf-8');
     const ids = await readdir(join(box.build, 'image-build-failure', 'ready'));
     t.equal(ids.length, 1);
-    const dir = join(box.build, 'image-build-failure', 'ready', ids[0] as string);
+    const dir = join(box.build, 'image-build-failure', 'ready', ids[0]);
     t.match(await readFile(join(dir, 'out.log'), 'utf8'), /RUN apt-get install -y fofkoeakodksao/);
     const stored = await readJson(join(dir, 'build_info.json'));
     t.equal(stored.ExitCode, -999);
@@ -244,7 +239,7 @@ t.test('builds, caches and lays out results like the original', async (t) => {
       t.equal(response.status, 200, path);
       const items = (await response.json()) as Record<string, unknown>[];
       t.ok(items.length >= 3);
-      const item = items[0] as Record<string, unknown>;
+      const item = items[0];
       t.same(Object.keys(item), ['id', 'project', 'startedAt', 'buildInfo', 'state']);
       t.match(
         item.startedAt,
@@ -313,6 +308,6 @@ t.test('builds, caches and lays out results like the original', async (t) => {
 
   t.test('SIGTERM with nothing running exits 0 and leaves no lock', async (t) => {
     t.equal(await server.cli.stop('SIGTERM', 20_000), 0);
-    t.rejects(lstat(join(box.build, '.mistry-server.lock')));
+    await t.rejects(lstat(join(box.build, '.mistry-server.lock')));
   });
 });

@@ -154,12 +154,13 @@ t.test('POST /jobs bodies decode like Go encoding/json', async (t) => {
 });
 
 t.test('names are validated before anything is created', async (t) => {
-  const ok = { project: 'simple', group: '', params: null, rebuild: false };
-  const cases: [
-    string,
-    Partial<typeof ok> & { params?: Record<string, string> | null },
-    string | undefined,
-  ][] = [
+  const ok: Parameters<typeof validateJob>[0] = {
+    project: 'simple',
+    group: '',
+    params: null,
+    rebuild: false,
+  };
+  const cases: [string, Partial<typeof ok>, string | undefined][] = [
     ['valid', {}, undefined],
     ['empty project', { project: '' }, 'no project given'],
     ['dot dot', { project: '..' }, "Invalid project name '..'"],
