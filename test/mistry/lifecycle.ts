@@ -4,7 +4,7 @@ import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
-import { runCli, spawnCli } from '../helpers/cli.js';
+import { runCli } from '../helpers/cli.js';
 import {
   eventually,
   postJob,
@@ -245,5 +245,4 @@ t.test('rebuild: a container holding the name is moved aside; the operator comma
   ]);
   t.equal(bad.code, 1);
   t.match(bad.stderr, /Failed names: shouldnotexist/);
-  void spawnCli;
 });
