@@ -91,7 +91,7 @@ t.test('mistry build: downloads, exit codes and streaming', async (t) => {
           '-c',
           `rsync -rtlp --port ${rsyncPort} root@127.0.0.1::mistry/${path.slice(path.indexOf('simple/'))}/* ${dest}`,
         ],
-        (err) => (err ? reject(err) : resolve()),
+        (err) => (err ? reject(new Error(err.message)) : resolve()),
       ),
     );
     t.equal(await readFile(join(dest, 'out.txt'), 'utf8'), 'a=b');
