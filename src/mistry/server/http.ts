@@ -444,18 +444,15 @@ export class MistryHttp {
 
   private logStream(req: IncomingMessage, res: ServerResponse, path: string, url: URL): void {
     const where = jobPath(path, '/log/');
-    if (!where || !JOB_ID_PATTERN.test(where.id)) {
-      if (where && this.options.index.get(where.id) === undefined)
-        return sendText(res, 404, 'Unknown job');
-      return sendText(res, 400, '');
-    }
+    if (!where) return sendText(res, 400, '');
     const entry = this.options.index.get(where.id);
     const job = this.options.builds.inFlightJob(where.id);
-    if (!entry || entry.project !== where.project) {
-      if (job?.project === where.project) return sendText(res, 204, '');
-      return sendText(res, 404, 'Unknown job');
+    const known = entry?.project === where.project || job?.project === where.project;
+    if (!known || !JOB_ID_PATTERN.test(where.id)) return sendText(res, 404, 'Unknown job');
+    // Queued, finished or finishing: nothing to follow.
+    if (!job?.hub || job.hub.finished || job.project !== where.project) {
+      return sendText(res, 204, '');
     }
-    if (entry.state !== 'pending' || !job?.hub || job.hub.finished) return sendText(res, 204, '');
     const hub = job.hub;
     const fromHeader = req.headers['last-event-id'];
     const fromRaw =
@@ -515,6 +512,11 @@ export class MistryHttp {
       },
       end: () => {
         if (closed) return;
+        if (partial !== '') {
+          const end = partialStart + Buffer.byteLength(partial);
+          res.write(`id: ${end}\ndata: ${partial.replace(/\r/g, '')}\n\n`);
+          partial = '';
+        }
         void job.outcome.then((outcome) => {
           if (closed) return;
           const exitCode = outcome.ok ? outcome.info.ExitCode : -999;
