@@ -8,7 +8,7 @@ import { eventually, postJob, project, sandbox, startServer } from '../helpers/m
 
 const TWO_HOURS_AGO_S = () => Date.now() / 1000 - 7200;
 const idOf = (answer: { json?: Record<string, unknown> }): string =>
-  String(answer.json?.URL).split('/')[2] as string;
+  String(answer.json?.URL).split('/')[2];
 
 t.test('age: old builds go, the link target and downloads in progress stay', async (t) => {
   const box = await sandbox(t);
