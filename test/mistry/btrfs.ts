@@ -1,0 +1,108 @@
+// The btrfs adapter on a loop-mounted btrfs image made for this test (spec §3.5, §7.2 btrfs):
+// job dirs are subvolumes, incremental builds are snapshots, GC deletes subvolumes.
+import { execFile } from 'node:child_process';
+import { lstat, mkdir, mkdtemp, readFile, readdir, rm, utimes } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import t, { type Test } from 'tap';
+import { eventually, postJob, project, startServer, type Sandbox } from '../helpers/mistry.js';
+import { dockerClient } from '../helpers/services.js';
+
+const run = promisify(execFile);
+
+async function canLoopMount(): Promise<string | undefined> {
+  if (process.getuid?.() !== 0) return 'needs root for loop mounts';
+  try {
+    await run('mkfs.btrfs', ['--version']);
+  } catch {
+    return 'mkfs.btrfs missing (apt-get install btrfs-progs)';
+  }
+  return undefined;
+}
+
+/** A sandbox whose build_path is a fresh btrfs on a loop device, unmounted in teardown. */
+async function btrfsSandbox(t: Test): Promise<Sandbox> {
+  const root = await mkdtemp(join(tmpdir(), 'mst-btrfs-'));
+  const image = join(root, 'fs.img');
+  const mountpoint = join(root, 'data');
+  const projects = join(root, 'projects');
+  await mkdir(mountpoint);
+  await mkdir(projects);
+  await run('truncate', ['-s', '320M', image]);
+  await run('mkfs.btrfs', ['-q', image]);
+  await run('mount', ['-o', 'loop', image, mountpoint]);
+  t.teardown(async () => {
+    const docker = dockerClient();
+    const left = await docker.listContainers({
+      all: true,
+      filters: { label: [`skroutz-infra.mistry.build-path=${mountpoint}`] },
+    });
+    for (const info of left) await docker.getContainer(info.Id).remove({ force: true });
+    await run('umount', [mountpoint]).catch(() => run('umount', ['-l', mountpoint]));
+    await rm(root, { recursive: true, force: true });
+  });
+  return { root, projects, build: mountpoint };
+}
+
+async function isSubvolume(path: string): Promise<boolean> {
+  return (await lstat(path)).ino === 256;
+}
+
+t.test('btrfs adapter', async (t) => {
+  const skip = await canLoopMount();
+  if (skip) {
+    t.skip(skip);
+    return;
+  }
+  const box = await btrfsSandbox(t);
+  await project(box, 'build-cache', {
+    script: [
+      '[ -f cache/out.txt ] || cat /proc/sys/kernel/random/uuid > cache/out.txt',
+      'cp cache/out.txt artifacts/out.txt',
+      'cat params/v > artifacts/v.txt',
+    ].join('\n'),
+  });
+  const { base, cli } = await startServer(
+    t,
+    box,
+    { gc: { interval_s: 1, max_age_h: 1, min_idle_s: 0 } },
+    ['--filesystem', 'btrfs'],
+  );
+  t.match(cli.output(), /"filesystem":"btrfs"/);
+  const one = await postJob(base, { Project: 'build-cache', Group: 'baz', Params: { v: '1' } });
+  t.equal(one.status, 201, one.text);
+  t.equal(one.json?.Incremental, false);
+  const oneId = String(one.json?.URL).split('/')[2] as string;
+  const oneReady = join(box.build, 'build-cache', 'ready', oneId);
+  t.ok(await isSubvolume(oneReady), 'ready entry is a subvolume');
+  const cache = await readFile(join(oneReady, 'data', 'cache', 'out.txt'), 'utf8');
+
+  const two = await postJob(base, { Project: 'build-cache', Group: 'baz', Params: { v: '2' } });
+  t.equal(two.json?.Incremental, true);
+  const twoId = String(two.json?.URL).split('/')[2] as string;
+  const twoReady = join(box.build, 'build-cache', 'ready', twoId);
+  t.ok(await isSubvolume(twoReady), 'incremental build is a subvolume');
+  const { stdout } = await run('btrfs', ['subvolume', 'show', twoReady]);
+  t.match(stdout, /Parent UUID:\s+[0-9a-f-]{36}/, 'a snapshot of the group base');
+  t.equal(
+    await readFile(join(twoReady, 'data', 'cache', 'out.txt'), 'utf8'),
+    cache,
+    'cache carried',
+  );
+  t.equal(await readFile(join(twoReady, 'data', 'artifacts', 'v.txt'), 'utf8'), '2');
+
+  const before = (await run('btrfs', ['subvolume', 'list', box.build])).stdout;
+  t.match(before, oneId);
+  const old = Date.now() / 1000 - 7200;
+  await utimes(oneReady, old, old);
+  await eventually(async () =>
+    (await readdir(join(box.build, 'build-cache', 'ready'))).includes(oneId) ? undefined : true,
+  );
+  await eventually(async () => {
+    const list = (await run('btrfs', ['subvolume', 'list', box.build])).stdout;
+    return list.includes(oneId) ? undefined : true;
+  });
+  t.pass('GC deleted the subvolume');
+  t.ok(await isSubvolume(twoReady), 'link target kept');
+});
