@@ -74,14 +74,14 @@ t.test('btrfs adapter', async (t) => {
   const one = await postJob(base, { Project: 'build-cache', Group: 'baz', Params: { v: '1' } });
   t.equal(one.status, 201, one.text);
   t.equal(one.json?.Incremental, false);
-  const oneId = String(one.json?.URL).split('/')[2] as string;
+  const oneId = String(one.json?.URL).split('/')[2];
   const oneReady = join(box.build, 'build-cache', 'ready', oneId);
   t.ok(await isSubvolume(oneReady), 'ready entry is a subvolume');
   const cache = await readFile(join(oneReady, 'data', 'cache', 'out.txt'), 'utf8');
 
   const two = await postJob(base, { Project: 'build-cache', Group: 'baz', Params: { v: '2' } });
   t.equal(two.json?.Incremental, true);
-  const twoId = String(two.json?.URL).split('/')[2] as string;
+  const twoId = String(two.json?.URL).split('/')[2];
   const twoReady = join(box.build, 'build-cache', 'ready', twoId);
   t.ok(await isSubvolume(twoReady), 'incremental build is a subvolume');
   const { stdout } = await run('btrfs', ['subvolume', 'show', twoReady]);
