@@ -4,7 +4,7 @@
  * for names or sizes that do not fit the ustar fields.
  */
 import { createReadStream } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 
@@ -99,6 +99,26 @@ function padding(size: number): Buffer {
   return rest === 0 ? Buffer.alloc(0) : Buffer.alloc(BLOCK - rest);
 }
 
+const SMALL_FILE_BYTES = 1024 * 1024;
+const BATCH_BYTES = 256 * 1024;
+
+/** Reads `size` bytes of a file into a block-padded buffer (zeros where the file came up short). */
+async function readPadded(path: string, size: number): Promise<Buffer> {
+  const body = Buffer.alloc(size + ((BLOCK - (size % BLOCK)) % BLOCK));
+  const handle = await open(path, 'r');
+  try {
+    let position = 0;
+    while (position < size) {
+      const { bytesRead } = await handle.read(body, position, size - position, position);
+      if (bytesRead === 0) break;
+      position += bytesRead;
+    }
+  } finally {
+    await handle.close();
+  }
+  return body;
+}
+
 /** One entry to archive: its header and, for files, the absolute path its bytes come from. */
 export interface TarSource extends TarEntryHeader {
   sourcePath?: string;
@@ -107,21 +127,44 @@ export interface TarSource extends TarEntryHeader {
 /** Streams `entries` as a tar archive; each file is read when its turn comes. */
 export function tarStream(entries: AsyncIterable<TarSource> | Iterable<TarSource>): Readable {
   async function* generate(): AsyncGenerator<Buffer> {
+    // Headers and small files are batched into larger chunks; big files stream in 1 MiB reads.
+    let batch: Buffer[] = [];
+    let batched = 0;
+    const take = (): Buffer => {
+      const out = Buffer.concat(batch, batched);
+      batch = [];
+      batched = 0;
+      return out;
+    };
     for await (const entry of entries) {
-      yield encodeHeader(entry);
-      if (entry.type !== 'file' || entry.size === 0 || entry.sourcePath === undefined) continue;
-      let sent = 0;
-      for await (const chunk of createReadStream(entry.sourcePath, { end: entry.size - 1 })) {
-        const buffer = chunk as Buffer;
-        sent += buffer.length;
-        yield buffer;
+      batch.push(encodeHeader(entry));
+      batched += batch[batch.length - 1]?.length ?? 0;
+      const hasBody = entry.type === 'file' && entry.size > 0 && entry.sourcePath !== undefined;
+      if (hasBody && entry.size <= SMALL_FILE_BYTES) {
+        const body = await readPadded(entry.sourcePath as string, entry.size);
+        batch.push(body);
+        batched += body.length;
+      } else if (hasBody) {
+        if (batched > 0) yield take();
+        let sent = 0;
+        const stream = createReadStream(entry.sourcePath as string, {
+          end: entry.size - 1,
+          highWaterMark: 1024 * 1024,
+        });
+        for await (const chunk of stream) {
+          const buffer = chunk as Buffer;
+          sent += buffer.length;
+          yield buffer;
+        }
+        // A file that shrank while being read is padded so the archive stays well-formed.
+        if (sent < entry.size) yield Buffer.alloc(entry.size - sent);
+        yield padding(entry.size);
       }
-      // A file that shrank while being read is padded so the archive stays well-formed.
-      if (sent < entry.size) yield Buffer.alloc(entry.size - sent);
-      yield padding(entry.size);
+      if (batched >= BATCH_BYTES) yield take();
     }
-    yield ZERO_BLOCK;
-    yield ZERO_BLOCK;
+    batch.push(ZERO_BLOCK, ZERO_BLOCK);
+    batched += 2 * BLOCK;
+    yield take();
   }
   return Readable.from(generate(), { objectMode: false });
 }

@@ -2,8 +2,7 @@
  * Safe extraction of `artifacts.tar` into the target dir: absolute names, `..` segments and writes
  * through symlinks (in a parent or at the entry itself) are refused.
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
-import { chmod, lstat, mkdir, rm, symlink, utimes } from 'node:fs/promises';
+import { lstat, mkdir, open, rm, symlink, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readTar, type TarEntryHeader } from '../tar.js';
 
@@ -11,22 +10,30 @@ export class ExtractError extends Error {
   override readonly name = 'ExtractError';
 }
 
-async function checkParents(root: string, parts: string[]): Promise<void> {
-  let current = root;
-  for (const part of parts.slice(0, -1)) {
-    current = join(current, part);
-    const stats = await lstat(current).catch(() => undefined);
-    if (stats?.isSymbolicLink())
-      throw new ExtractError(`refusing to write through symlink ${current}`);
-  }
-}
-
 /** Extracts the tar stream under `root`; resolves with the number of entries written. */
 export async function extractTar(input: AsyncIterable<Buffer>, root: string): Promise<number> {
-  let out: WriteStream | undefined;
+  let out: FileHandle | undefined;
   let current: TarEntryHeader | undefined;
   let count = 0;
   const times: [string, number][] = [];
+  // Dirs this extraction made or checked: no symlink can sit there unless the archive put one.
+  const safeDirs = new Set<string>([root]);
+
+  const ensureParents = async (parts: string[]): Promise<void> => {
+    let currentDir = root;
+    for (const part of parts.slice(0, -1)) {
+      currentDir = join(currentDir, part);
+      if (safeDirs.has(currentDir)) continue;
+      const stats = await lstat(currentDir).catch(() => undefined);
+      if (stats?.isSymbolicLink()) {
+        throw new ExtractError(`refusing to write through symlink ${currentDir}`);
+      }
+      if (!stats) await mkdir(currentDir);
+      else if (!stats.isDirectory()) throw new ExtractError(`${currentDir} is not a directory`);
+      safeDirs.add(currentDir);
+    }
+  };
+
   await readTar(input, {
     entry: async (header) => {
       current = header;
@@ -34,45 +41,53 @@ export async function extractTar(input: AsyncIterable<Buffer>, root: string): Pr
       if (header.name.startsWith('/') || parts.includes('..') || parts.length === 0) {
         throw new ExtractError(`refusing unsafe archive entry '${header.name}'`);
       }
-      await checkParents(root, parts);
+      await ensureParents(parts);
       const target = join(root, ...parts);
-      const existing = await lstat(target).catch(() => undefined);
       if (header.type === 'directory') {
+        const existing = await lstat(target).catch(() => undefined);
         if (existing && !existing.isDirectory()) await rm(target, { force: true, recursive: true });
-        await mkdir(target, { recursive: true });
+        if (!existing?.isDirectory()) await mkdir(target);
+        safeDirs.add(target);
         times.push([target, header.mtimeS]);
+      } else if (header.type === 'symlink') {
+        await rm(target, { force: true, recursive: true });
+        safeDirs.delete(target);
+        await symlink(header.linkname ?? '', target);
       } else {
-        if (existing) await rm(target, { force: true, recursive: true });
-        await mkdir(join(target, '..'), { recursive: true });
-        if (header.type === 'symlink') await symlink(header.linkname ?? '', target);
-        else out = createWriteStream(target, { mode: header.mode & 0o777, flags: 'wx' });
+        try {
+          out = await open(target, 'wx', header.mode & 0o777);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+          // Replace whatever is there (a symlink is removed, never followed).
+          await rm(target, { force: true, recursive: true });
+          out = await open(target, 'wx', header.mode & 0o777);
+        }
       }
       count++;
     },
     data: async (chunk) => {
       if (!out) return;
-      const stream = out;
-      if (!stream.write(chunk)) await new Promise((resolve) => stream.once('drain', resolve));
+      let written = 0;
+      while (written < chunk.length) {
+        written += (await out.write(chunk, written, chunk.length - written)).bytesWritten;
+      }
     },
     end: async () => {
       const header = current;
-      if (out) {
-        const stream = out;
-        out = undefined;
-        await new Promise<void>((resolve, reject) => {
-          stream.once('error', reject);
-          stream.end(resolve);
-        });
-      }
-      if (header && header.type === 'file') {
-        const target = join(root, header.name);
-        await chmod(target, header.mode & 0o7777);
-        await utimes(target, header.mtimeS, header.mtimeS);
+      if (!out || !header) return;
+      const handle = out;
+      out = undefined;
+      try {
+        await handle.chmod(header.mode & 0o7777);
+        await handle.utimes(header.mtimeS, header.mtimeS);
+      } finally {
+        await handle.close();
       }
     },
   });
   // Directory times last: writing their children changed them.
-  for (const [path, mtimeS] of times.reverse())
+  for (const [path, mtimeS] of times.reverse()) {
     await utimes(path, mtimeS, mtimeS).catch(() => undefined);
+  }
   return count;
 }

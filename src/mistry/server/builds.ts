@@ -5,7 +5,8 @@
  */
 import type Docker from 'dockerode';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { statSync } from 'node:fs';
+import { mkdir, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   NO_DURATION_NS,
@@ -218,13 +219,18 @@ export class BuildManager {
   }
 
   private async projectFiles(project: string, projectDir: string): Promise<ProjectFile[]> {
+    const unknown = (): RequestError =>
+      new RequestError(500, `Error creating new job: Unknown project '${project}'`);
+    let files: ProjectFile[];
     try {
-      const dockerfile = await stat(join(projectDir, 'Dockerfile'));
-      if (!dockerfile.isFile()) throw new Error('no Dockerfile');
-    } catch {
-      throw new RequestError(500, `Error creating new job: Unknown project '${project}'`);
+      files = await this.fingerprints.scan(projectDir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw unknown();
+      if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') throw unknown();
+      throw err;
     }
-    return this.fingerprints.scan(projectDir);
+    if (!files.some((file) => file.path === 'Dockerfile')) throw unknown();
+    return files;
   }
 
   private async cachedAnswer(
@@ -242,7 +248,8 @@ export class BuildManager {
     }
     const dir = this.layout.ready(project, id);
     try {
-      await stat(dir);
+      // One stat per hit notices a ready dir removed by hand; sync, as it is a single cached inode.
+      statSync(dir);
     } catch {
       // Removed by hand: forget it and build again.
       this.options.index.delete(id);
@@ -258,10 +265,19 @@ export class BuildManager {
     return { info: { ...entry.buildInfo, Cached: true }, stdouterr };
   }
 
-  /** Records a use of a ready build as its dir mtime (GC's "last use"). */
+  private readonly touched = new Map<string, number>();
+
+  /**
+   * Records a use of a ready build as its dir mtime (GC's "last use"). At most once a second per
+   * build: GC works in seconds and hot cache hits should not each cost a write.
+   */
   touch(dir: string): void {
-    const now = new Date();
-    utimes(dir, now, now).catch(() => undefined);
+    const now = Date.now();
+    if (now - (this.touched.get(dir) ?? 0) < 1000) return;
+    this.touched.set(dir, now);
+    if (this.touched.size > 10_000) this.touched.clear();
+    const date = new Date(now);
+    utimes(dir, date, date).catch(() => undefined);
   }
 
   private register(

@@ -5,12 +5,13 @@
  * time, because a write in the same clock tick would not change its stat key.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, lstatSync } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FileFingerprint } from '../job-id.js';
 
 const RECENT_NS = 2_000_000_000n;
+const SYNC_STAT_ENTRIES = 64;
 
 interface CachedDigest {
   key: string;
@@ -42,10 +43,15 @@ export class FingerprintCache {
     const names = (await readdir(join(root, prefix))).sort((a, b) =>
       Buffer.compare(Buffer.from(a), Buffer.from(b)),
     );
+    // A thread-pool round trip costs far more than a stat of a cached inode, so small dirs (the
+    // common project) are stat'ed synchronously; big ones go through the pool to keep the loop free.
+    const small = names.length <= SYNC_STAT_ENTRIES;
     for (const name of names) {
       const relative = prefix === '' ? name : `${prefix}/${name}`;
       const absolutePath = join(root, relative);
-      const stats = await lstat(absolutePath, { bigint: true });
+      const stats = small
+        ? lstatSync(absolutePath, { bigint: true })
+        : await lstat(absolutePath, { bigint: true });
       if (stats.isDirectory()) {
         await this.walk(root, relative, out);
         continue;
