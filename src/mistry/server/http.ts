@@ -418,14 +418,15 @@ export class MistryHttp {
     const where = jobPath(path, '/job/');
     if (!where) return sendText(res, 400, '');
     const entry = this.options.index.get(where.id);
-    if (!entry || entry.project !== where.project) return sendText(res, 404, 'Unknown job');
-    if (!wantsJson(req)) {
+    const queued = this.options.builds.inFlightJob(where.id)?.project === where.project;
+    if (!wantsJson(req) && (entry?.project === where.project || queued)) {
       const asset = renderAsset('/job.html');
       if (!asset) return sendText(res, 404, 'Unknown job');
       res.writeHead(200, { 'Content-Type': asset.type });
       res.end(asset.body);
       return;
     }
+    if (!entry || entry.project !== where.project) return sendText(res, 404, 'Unknown job');
     const base =
       entry.state === 'ready'
         ? this.options.builds.layout.ready(where.project, where.id)

@@ -66,6 +66,13 @@ function row(label, value) {
 }
 async function load() {
   const res = await fetch('/job/' + encodeURIComponent(project) + '/' + encodeURIComponent(id), { headers: { Accept: 'application/json' } });
+  if (res.status !== 200) {
+    // Still queued (not on disk yet) or a transient error: look again shortly.
+    document.getElementById('tail').textContent = res.status === 404 ? 'Waiting for the job to start...' : 'Loading failed, retrying...';
+    setTimeout(load, 1000);
+    return;
+  }
+  document.getElementById('tail').textContent = '';
   const job = await res.json();
   const info = job.BuildInfo;
   document.getElementById('id').textContent = job.ID;
