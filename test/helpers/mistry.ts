@@ -87,6 +87,7 @@ export async function startServer(
   box: Sandbox,
   extra: Record<string, unknown> = {},
   args: string[] = [],
+  env: NodeJS.ProcessEnv = {},
 ): Promise<RunningServer> {
   const configPath = join(box.root, 'config.json');
   const config = {
@@ -97,14 +98,11 @@ export async function startServer(
     ...extra,
   };
   await writeFile(configPath, JSON.stringify(config));
-  const cli = spawnCli(t, [
-    'mistry-server',
-    '--config',
-    configPath,
-    '--addr',
-    '127.0.0.1:0',
-    ...args,
-  ]);
+  const cli = spawnCli(
+    t,
+    ['mistry-server', '--config', configPath, '--addr', '127.0.0.1:0', ...args],
+    { env },
+  );
   const line = await cli.waitForLine(/Listening on /, 30_000);
   const port = Number(/Listening on [^\s"]+:(\d+)\.\.\./.exec(line)?.[1]);
   return { cli, base: `http://127.0.0.1:${port}`, port, configPath };

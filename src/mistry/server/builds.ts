@@ -360,7 +360,7 @@ export class BuildManager {
             timeoutS * 1000,
           )
         : undefined;
-    let outcome: Outcome;
+    let outcome: Outcome = { ok: false, status: 500, message: 'internal error' };
     let stderr = '';
     try {
       this.log.info('job start', { project, id: short, group });
@@ -434,22 +434,21 @@ export class BuildManager {
       info.Duration = durationNs(Date.now() - workerStart);
       outcome = await this.finalise(job, info, stderr);
     } catch (err) {
-      outcome = await this.fail(job, info, err, workerStart);
+      outcome = await this.fail(job, info, err).catch((failErr: unknown) => {
+        this.log.error('could not record a failed build', { project, id: short, err: failErr });
+        return { ok: false as const, status: 500, message: String(err) };
+      });
     } finally {
+      // Released on every path: a stuck registry entry would wedge this ID until restart.
       if (timer) clearTimeout(timer);
+      this.inFlight.delete(job.id);
+      job.hub?.close();
+      job.resolve(outcome);
     }
-    this.inFlight.delete(job.id);
-    job.hub?.close();
-    job.resolve(outcome);
     this.options.onFinished?.();
   }
 
-  private async fail(
-    job: InternalJob,
-    info: BuildInfo,
-    err: unknown,
-    workerStart: number,
-  ): Promise<Outcome> {
+  private async fail(job: InternalJob, info: BuildInfo, err: unknown): Promise<Outcome> {
     const stage: Stage = err instanceof StageError ? err.stage : 'finalise';
     const cause = err instanceof StageError ? err.cause : err;
     const interrupted = job.interrupt.signal.aborted;
@@ -477,7 +476,6 @@ export class BuildManager {
         });
       }
     }
-    void workerStart;
     return { ok: false, status: 500, message };
   }
 

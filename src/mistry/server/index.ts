@@ -130,12 +130,18 @@ async function startServer(config: ServerConfig, logger: Logger): Promise<Servic
   const rsync = new RsyncDaemon(config, logger, metrics);
   let draining = false;
   let dockerUp = true;
-  const probe = setInterval(() => {
-    docker.ping().then(
+  const ping = (): void => {
+    // dockerode takes options here though its types do not say so.
+    const pingWith = docker.ping.bind(docker) as unknown as (options: {
+      abortSignal: AbortSignal;
+    }) => Promise<unknown>;
+    pingWith({ abortSignal: AbortSignal.timeout(3000) }).then(
       () => (dockerUp = true),
       () => (dockerUp = false),
     );
-  }, 5000);
+  };
+  ping();
+  const probe = setInterval(ping, 5000);
   probe.unref();
   const http = new MistryHttp({
     builds,
