@@ -147,3 +147,52 @@ t.test(
     t.equal(new Set(fresh.map((a) => a.json?.URL)).size, 1, 'one job for ten first requests');
   },
 );
+
+t.test('POST /jobs?stream=1 answers NDJSON for owner, waiter and cache hit', async (t) => {
+  const box = await sandbox(t);
+  await project(box, 'chatty', { script: 'for i in 1 2 3; do echo "line $i"; sleep 0.3; done' });
+  const { base } = await startServer(t, box);
+  const stream = async (): Promise<Record<string, unknown>[]> => {
+    const response = await fetch(`${base}/jobs?stream=1`, {
+      method: 'POST',
+      body: JSON.stringify({ Project: 'chatty' }),
+    });
+    t.equal(response.status, 201);
+    t.equal(response.headers.get('content-type'), 'application/x-ndjson');
+    const text = await response.text();
+    return text
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+  };
+  const [owner, waiter] = await Promise.all([stream(), sleep(200).then(stream)]);
+  for (const [name, events] of [
+    ['owner', owner],
+    ['waiter', waiter],
+  ] as const) {
+    t.equal(events[0]?.type, 'job', name);
+    t.match(events[0], { project: 'chatty', cached: false, coalesced: name === 'waiter' });
+    const logs = events.filter((e) => e.type === 'log');
+    t.match(
+      logs.map((e) => e.data).join(''),
+      /line 1\nline 2\nline 3\n/,
+      `${name} log from offset 0`,
+    );
+    t.equal(logs[0]?.offset, 0);
+    const last = events.at(-1) as {
+      type: string;
+      status: number;
+      buildInfo: Record<string, unknown>;
+    };
+    t.equal(last.type, 'result');
+    t.equal(last.status, 201);
+    t.equal(last.buildInfo.ExitCode, 0);
+    t.notOk('ContainerStdouterr' in last.buildInfo);
+  }
+  const hit = await stream();
+  t.same(
+    hit.map((e) => e.type),
+    ['job', 'result'],
+  );
+  t.match(hit[0], { cached: true, state: 'ready' });
+});

@@ -6,6 +6,8 @@ import { lstat, mkdir, open, rm, symlink, utimes, type FileHandle } from 'node:f
 import { join } from 'node:path';
 import { readTar, type TarEntryHeader } from '../tar.js';
 
+const WRITE_BATCH_BYTES = 1024 * 1024;
+
 export class ExtractError extends Error {
   override readonly name = 'ExtractError';
 }
@@ -16,6 +18,19 @@ export async function extractTar(input: AsyncIterable<Buffer>, root: string): Pr
   let current: TarEntryHeader | undefined;
   let count = 0;
   const times: [string, number][] = [];
+  // File data is written in batches: one write per network chunk would cost a pool round trip each.
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  const flush = async (handle: FileHandle): Promise<void> => {
+    if (pendingBytes === 0) return;
+    const data = pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes);
+    pending = [];
+    pendingBytes = 0;
+    let written = 0;
+    while (written < data.length) {
+      written += (await handle.write(data, written, data.length - written)).bytesWritten;
+    }
+  };
   // Dirs this extraction made or checked: no symlink can sit there unless the archive put one.
   const safeDirs = new Set<string>([root]);
 
@@ -67,10 +82,9 @@ export async function extractTar(input: AsyncIterable<Buffer>, root: string): Pr
     },
     data: async (chunk) => {
       if (!out) return;
-      let written = 0;
-      while (written < chunk.length) {
-        written += (await out.write(chunk, written, chunk.length - written)).bytesWritten;
-      }
+      pending.push(chunk);
+      pendingBytes += chunk.length;
+      if (pendingBytes >= WRITE_BATCH_BYTES) await flush(out);
     },
     end: async () => {
       const header = current;
@@ -78,6 +92,7 @@ export async function extractTar(input: AsyncIterable<Buffer>, root: string): Pr
       const handle = out;
       out = undefined;
       try {
+        await flush(handle);
         await handle.chmod(header.mode & 0o7777);
         await handle.utimes(header.mtimeS, header.mtimeS);
       } finally {

@@ -170,6 +170,12 @@ async function runBuild(flags: BuildFlags, rawParams: string[], io: CliIo): Prom
     Group: flags.group,
     Rebuild: flags.rebuild === true,
   });
+  const verbose = (line: string): void => {
+    if (flags.verbose) say(line);
+  };
+  verbose(
+    `Scheduling ${flags.project}${flags.group ? ` (group ${flags.group})` : ''} on ${server}...`,
+  );
   const controller = new AbortController();
   const timer =
     timeoutMs > 0 ? setTimeout(() => controller.abort(new TimedOut()), timeoutMs) : undefined;
@@ -195,7 +201,11 @@ async function runBuild(flags: BuildFlags, rawParams: string[], io: CliIo): Prom
       say(`Build failed with exit code ${info.ExitCode}`);
       return CLIENT_EXIT.buildFailed;
     }
+    verbose(
+      `Build done (cached: ${info.Cached}, coalesced: ${info.Coalesced}, incremental: ${info.Incremental})`,
+    );
     if (flags.clearTarget && flags.transport === 'http') await clearDir(target);
+    verbose(`Downloading artifacts over ${flags.transport} into ${target}...`);
     try {
       if (flags.transport === 'http')
         await downloadHttp(server, headers, flags.project, info, target, controller.signal);

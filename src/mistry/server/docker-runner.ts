@@ -97,6 +97,7 @@ export async function buildImage(docker: Docker, options: ImageBuildOptions): Pr
       abortSignal: options.signal,
     } as Docker.ImageBuildOptions);
   } catch (err) {
+    if (options.signal.aborted) throw options.signal.reason as Error;
     const message = dockerMessage(err);
     options.log.write(`${message}\n`);
     throw new ImageBuildError(`could not build docker image '${name}': ${message}`, { cause: err });

@@ -180,6 +180,10 @@ export class GarbageCollector {
     return !(await this.linkTargets(candidate.project)).has(candidate.dir);
   }
 
+  // TODO: the spec has removal hold the ID's registry entry while renaming ready/<id> into
+  // .trash/, so a request arriving in that instant waits and proceeds as a miss. Here the
+  // in-flight and last-use checks run just before the rename instead; a cache hit that lands
+  // between them can answer with a Path that is being removed (min_idle_s makes it unlikely).
   private async collect(candidate: Candidate, reason: GcReason): Promise<void> {
     const { builds, index, filesystem, logger, metrics } = this.options;
     const trash = builds.layout.trash();
