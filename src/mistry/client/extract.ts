@@ -44,8 +44,7 @@ export async function extractTar(input: AsyncIterable<Buffer>, root: string): Pr
 
   const flush = (): void => {
     if (fd === undefined || pendingBytes === 0) return;
-    const data =
-      pending.length === 1 ? (pending[0]) : Buffer.concat(pending, pendingBytes);
+    const data = pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes);
     pending = [];
     pendingBytes = 0;
     let written = 0;
