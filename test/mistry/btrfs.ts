@@ -107,3 +107,46 @@ t.test('btrfs adapter', async (t) => {
   t.pass('GC deleted the subvolume');
   t.ok(await isSubvolume(twoReady), 'link target kept');
 });
+
+t.test('disk watermark GC on a small dedicated filesystem', async (t) => {
+  const skip = await canLoopMount();
+  if (skip) {
+    t.pass('loop mounts not available here', { skip });
+    return;
+  }
+  const box = await btrfsSandbox(t);
+  await project(box, 'disk', {
+    script: 'cat params/v > artifacts/v\nhead -c 8388608 /dev/zero > artifacts/fill',
+  });
+  const settings = {
+    interval_s: 3600,
+    max_age_h: 0,
+    min_idle_s: 0,
+    disk_high_pct: 1,
+    disk_low_pct: 0,
+  };
+  const first = await startServer(t, box, { gc: { ...settings, enabled: false } });
+  const ids: string[] = [];
+  for (const v of ['1', '2', '3']) {
+    const answer = await postJob(first.base, { Project: 'disk', Params: { v } });
+    ids.push(String(answer.json?.URL).split('/')[2] as string);
+  }
+  t.equal(await first.cli.stop('SIGTERM'), 0);
+  const { base } = await startServer(t, box, { gc: settings });
+  const linked = ids[2] as string;
+  await eventually(async () => {
+    const left = await readdir(join(box.build, 'disk', 'ready'));
+    return left.length === 1 ? left : undefined;
+  });
+  t.same(
+    await readdir(join(box.build, 'disk', 'ready')),
+    [linked],
+    'only the latest target survives',
+  );
+  const metrics = await (await fetch(`${base}/metrics`)).text();
+  t.match(
+    metrics,
+    /^mistry_gc_removed_builds_total\{[^}]*project="disk"[^}]*reason="disk"[^}]*\} 2$/m,
+  );
+  t.match(metrics, /^mistry_build_path_used_ratio\{[^}]*\} 0\.\d+/m);
+});
