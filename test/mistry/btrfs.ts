@@ -129,11 +129,11 @@ t.test('disk watermark GC on a small dedicated filesystem', async (t) => {
   const ids: string[] = [];
   for (const v of ['1', '2', '3']) {
     const answer = await postJob(first.base, { Project: 'disk', Params: { v } });
-    ids.push(String(answer.json?.URL).split('/')[2] as string);
+    ids.push(String(answer.json?.URL).split('/')[2]);
   }
   t.equal(await first.cli.stop('SIGTERM'), 0);
   const { base } = await startServer(t, box, { gc: settings });
-  const linked = ids[2] as string;
+  const linked = ids[2];
   await eventually(async () => {
     const left = await readdir(join(box.build, 'disk', 'ready'));
     return left.length === 1 ? left : undefined;
