@@ -236,14 +236,25 @@ export async function runContainer(
       stream.on('error', () => resolve());
     });
     docker.modem.demuxStream(stream, stdout, stderr);
-    const onStop = (): void => {
-      options.log.write(`${options.stopMessage()}\n`);
+    // A stop requested before the container started is applied once it runs: stopping a created
+    // container is a no-op, and the build would then run to its end.
+    let started = false;
+    let stopRequested = false;
+    const stop = (): void => {
       container.stop({ t: 10 }).catch(() => undefined);
+    };
+    const onStop = (): void => {
+      if (stopRequested) return;
+      stopRequested = true;
+      options.log.write(`${options.stopMessage()}\n`);
+      if (started) stop();
     };
     if (options.stop.aborted) onStop();
     else options.stop.addEventListener('abort', onStop, { once: true });
     try {
       await container.start();
+      started = true;
+      if (stopRequested) stop();
       const waited = (await container.wait()) as { StatusCode?: number };
       await Promise.race([drained, new Promise((resolve) => setTimeout(resolve, 2000))]);
       const inspected = await container.inspect().catch(() => undefined);
