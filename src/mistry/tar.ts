@@ -3,7 +3,7 @@
  * client's extraction: directories, regular files with mode and mtime, symlinks, and PAX records
  * for names or sizes that do not fit the ustar fields.
  */
-import { createReadStream } from 'node:fs';
+import { createReadStream, type Stats } from 'node:fs';
 import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -119,6 +119,31 @@ async function readPadded(path: string, size: number): Promise<Buffer> {
   return body;
 }
 
+const READ_AHEAD_ENTRIES = 16;
+
+function smallBody(entry: TarSource): Promise<Buffer> | undefined {
+  if (entry.type !== 'file' || entry.size === 0 || entry.sourcePath === undefined) return undefined;
+  if (entry.size > SMALL_FILE_BYTES) return undefined;
+  const body = readPadded(entry.sourcePath, entry.size);
+  body.catch(() => undefined); // awaited in order later; no unhandled rejection meanwhile
+  return body;
+}
+
+/**
+ * Pulls entries ahead of the writer and starts reading small files at once, so the reads of the
+ * next few files overlap instead of costing one thread-pool round trip after another.
+ */
+async function* readAhead(
+  entries: AsyncIterable<TarSource> | Iterable<TarSource>,
+): AsyncGenerator<{ entry: TarSource; body: Promise<Buffer> | undefined }> {
+  const window: { entry: TarSource; body: Promise<Buffer> | undefined }[] = [];
+  for await (const entry of entries) {
+    window.push({ entry, body: smallBody(entry) });
+    if (window.length >= READ_AHEAD_ENTRIES) yield window.shift() as (typeof window)[number];
+  }
+  yield* window;
+}
+
 /** One entry to archive: its header and, for files, the absolute path its bytes come from. */
 export interface TarSource extends TarEntryHeader {
   sourcePath?: string;
@@ -136,12 +161,12 @@ export function tarStream(entries: AsyncIterable<TarSource> | Iterable<TarSource
       batched = 0;
       return out;
     };
-    for await (const entry of entries) {
+    for await (const { entry, body: prefetched } of readAhead(entries)) {
       batch.push(encodeHeader(entry));
       batched += batch[batch.length - 1]?.length ?? 0;
       const hasBody = entry.type === 'file' && entry.size > 0 && entry.sourcePath !== undefined;
       if (hasBody && entry.size <= SMALL_FILE_BYTES) {
-        const body = await readPadded(entry.sourcePath as string, entry.size);
+        const body = await (prefetched as Promise<Buffer>);
         batch.push(body);
         batched += body.length;
       } else if (hasBody) {
@@ -172,20 +197,39 @@ export function tarStream(entries: AsyncIterable<TarSource> | Iterable<TarSource
 /** Every directory, regular file and symlink under `root`, in sorted path order. */
 export async function* walkTree(root: string, prefix = ''): AsyncGenerator<TarSource> {
   const names = (await readdir(join(root, prefix))).sort();
-  for (const name of names) {
+  // Stat a directory's entries a few at a time; one after another costs a pool trip each.
+  const stats = await mapLimited(names, 16, (name) => lstat(join(root, prefix, name)));
+  for (const [index, name] of names.entries()) {
     const relative = prefix === '' ? name : `${prefix}/${name}`;
     const absolute = join(root, relative);
-    const stats = await lstat(absolute);
-    const base = { name: relative, mode: stats.mode, mtimeS: Math.floor(stats.mtimeMs / 1000) };
-    if (stats.isDirectory()) {
+    const info = stats[index];
+    const base = { name: relative, mode: info.mode, mtimeS: Math.floor(info.mtimeMs / 1000) };
+    if (info.isDirectory()) {
       yield { ...base, type: 'directory', size: 0 };
       yield* walkTree(root, relative);
-    } else if (stats.isSymbolicLink()) {
+    } else if (info.isSymbolicLink()) {
       yield { ...base, type: 'symlink', size: 0, linkname: await readlink(absolute) };
-    } else if (stats.isFile()) {
-      yield { ...base, type: 'file', size: stats.size, sourcePath: absolute };
+    } else if (info.isFile()) {
+      yield { ...base, type: 'file', size: info.size, sourcePath: absolute };
     }
   }
+}
+
+async function mapLimited<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const out: R[] = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const index = next++;
+      out[index] = await fn(items[index]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
 }
 
 function readString(block: Buffer, offset: number, length: number): string {

@@ -18,6 +18,7 @@ import {
   symlinkSync,
   utimesSync,
   write,
+  writeSync,
 } from 'node:fs';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
@@ -126,8 +127,17 @@ export async function extractTar(input: AsyncIterable<Buffer>, root: string): Pr
         if (fd === undefined || !header) return;
         const handle = fd;
         try {
-          await flush();
+          // The tail (all of a small file) is written in place: no pool round trip per file.
           await inFlight;
+          if (pendingBytes > 0) {
+            const data = Buffer.concat(pending, pendingBytes);
+            pending = [];
+            pendingBytes = 0;
+            let written = 0;
+            while (written < data.length) {
+              written += writeSync(handle, data, written, data.length - written);
+            }
+          }
           fchmodSync(handle, header.mode & 0o7777);
           futimesSync(handle, header.mtimeS, header.mtimeS);
         } finally {
