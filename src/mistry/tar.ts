@@ -3,7 +3,7 @@
  * client's extraction: directories, regular files with mode and mtime, symlinks, and PAX records
  * for names or sizes that do not fit the ustar fields.
  */
-import { createReadStream, type Stats } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
