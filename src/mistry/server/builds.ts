@@ -424,10 +424,10 @@ export class BuildManager {
       stderr = result.stderr;
       info.ExitCode = result.exitCode;
       this.options.metrics.buildsFinished.inc({ project });
-      if (job.interrupt.signal.aborted) {
+      if (result.stopped && job.interrupt.signal.aborted) {
         throw new StageError('container', job.interrupt.signal.reason);
       }
-      if (job.timeout.signal.aborted) {
+      if (result.stopped && job.timeout.signal.aborted) {
         info.ErrBuild = `build timed out after ${timeoutS}s`;
         this.options.metrics.buildTimeouts.inc({ project });
       }

@@ -167,6 +167,8 @@ export interface ContainerRunOptions {
 export interface ContainerResult {
   exitCode: number;
   stderr: string;
+  /** Whether `stop` fired before the container exited on its own (timeout or shutdown). */
+  stopped: boolean;
 }
 
 /** Renames a container already holding `name` out of the way. */
@@ -256,12 +258,15 @@ export async function runContainer(
       started = true;
       if (stopRequested) stop();
       const waited = (await container.wait()) as { StatusCode?: number };
+      // A stop that fires after the exit changes nothing: the build ended on its own.
+      const stopped = stopRequested;
+      options.stop.removeEventListener('abort', onStop);
       await Promise.race([drained, new Promise((resolve) => setTimeout(resolve, 2000))]);
       const inspected = await container.inspect().catch(() => undefined);
       const exitCode = inspected?.State.ExitCode ?? waited.StatusCode ?? -1;
       let text = Buffer.concat(stderrChunks).toString('utf8');
       if (truncated) text += '\n[mistry] stderr truncated\n';
-      return { exitCode, stderr: text };
+      return { exitCode, stderr: text, stopped };
     } finally {
       options.stop.removeEventListener('abort', onStop);
     }
