@@ -1,6 +1,6 @@
 // Timeouts, graceful shutdown and crash recovery against the real engine (spec §3.4, §3.9, §7.2
 // timeout, shutdown, recovery, rebuild).
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
@@ -48,8 +48,12 @@ t.test('a project timeout stops the container and answers 201', async (t) => {
   t.equal(waiter.json?.Coalesced, true, 'waiter answered too');
   t.equal(waiter.json?.ExitCode, owner.json?.ExitCode);
   t.same(await containersOf(box), [], 'no container left');
-  t.notOk((await readdir(join(box.build, 'sleep'))).includes('latest'), 'not linked');
   const id = String(owner.json?.URL).split('/')[2];
+  t.not(
+    await readlink(join(box.build, 'sleep', 'latest')),
+    join(box.build, 'sleep', 'ready', id),
+    'latest still at the warm-up build, not at the timed-out one',
+  );
   t.match(
     await readFile(join(box.build, 'sleep', 'ready', id, 'out.log'), 'utf8'),
     '[mistry] build timed out after 2s; container stopped',
