@@ -138,7 +138,7 @@ t.test('builds, caches and lays out results like the original', async (t) => {
 
   t.test('a non-zero exit is a 201, never cached', async (t) => {
     const one = await postJob(base, { Project: 'exit-code' });
-    t.equal(one.status, 201);
+    t.equal(one.status, 201, one.text);
     t.equal(one.json?.ExitCode, 77);
     t.equal(one.json?.Params, null);
     const two = await postJob(base, { Project: 'exit-code' });

@@ -38,6 +38,49 @@ async function hasDockerfile(path: string): Promise<boolean> {
   return (await stat(join(path, 'Dockerfile')).catch(() => undefined))?.isFile() === true;
 }
 
+interface PruneResult {
+  containers: number;
+  images: number;
+  reclaimed: number;
+}
+
+/**
+ * Removes exited containers and dangling images labelled by mistry. Done by hand rather than with
+ * the engine's prune calls: those also take containers in the `created` state, which is where a
+ * running server's build sits for a moment between create and start. An image still in use is
+ * refused by the engine and skipped.
+ */
+async function pruneLabelled(docker: Docker): Promise<PruneResult> {
+  const result: PruneResult = { containers: 0, images: 0, reclaimed: 0 };
+  const containers = await docker.listContainers({
+    all: true,
+    size: true,
+    filters: { label: [`${LABEL}=1`], status: ['exited', 'dead'] },
+  });
+  for (const info of containers) {
+    try {
+      await docker.getContainer(info.Id).remove({ v: true });
+      result.containers++;
+      result.reclaimed += (info as { SizeRw?: number }).SizeRw ?? 0;
+    } catch {
+      // Gone already, or removed by its own server in the meantime.
+    }
+  }
+  const images = await docker.listImages({
+    filters: { label: [`${LABEL}=1`], dangling: ['true'] },
+  });
+  for (const info of images) {
+    try {
+      await docker.getImage(info.Id).remove();
+      result.images++;
+      result.reclaimed += info.Size;
+    } catch {
+      // In use by a container, or shared with a tagged image.
+    }
+  }
+  return result;
+}
+
 export async function runRebuild(options: RebuildOptions): Promise<number> {
   const { config, docker, io } = options;
   const say = (line: string): void => void io.stderr.write(`${line}\n`);
@@ -97,21 +140,16 @@ export async function runRebuild(options: RebuildOptions): Promise<number> {
   } finally {
     await rm(scratch, { recursive: true, force: true });
   }
-  const filters = { label: [`${LABEL}=1`] };
-  let prunedContainers = 0;
-  let prunedImages = 0;
-  let reclaimed = 0;
+  let pruned: PruneResult = { containers: 0, images: 0, reclaimed: 0 };
   try {
-    const containers = await docker.pruneContainers({ filters });
-    prunedContainers = containers.ContainersDeleted?.length ?? 0;
-    reclaimed += containers.SpaceReclaimed ?? 0;
-    const images = await docker.pruneImages({ filters: { ...filters, dangling: ['true'] } });
-    prunedImages = images.ImagesDeleted?.length ?? 0;
-    reclaimed += images.SpaceReclaimed ?? 0;
+    pruned = await pruneLabelled(docker);
   } catch (err) {
     say(`Pruning failed: ${(err as Error).message}`);
     failed.push('(prune)');
   }
+  const prunedContainers = pruned.containers;
+  const prunedImages = pruned.images;
+  const reclaimed = pruned.reclaimed;
   let summary = `Rebuilt: ${rebuilt}, Pruned images: ${prunedImages}, Pruned containers: ${prunedContainers}, Reclaimed: ${formatBytes(reclaimed)}, Failed: ${failed.length}`;
   if (failed.length > 0) summary += `, Failed names: ${failed.join(', ')}`;
   if (failed.length > 0) {
