@@ -176,12 +176,13 @@ async function startServer(config: ServerConfig, logger: Logger): Promise<Servic
       { cause: err },
     );
   }
-  logger.info(`Listening on ${formatAddress(address)}...`, {
-    version: VERSION,
-    config: config.configPath,
-    buildPath: config.buildPath,
-    filesystem: config.filesystem,
-  });
+  const announce = (): void =>
+    logger.info(`Listening on ${formatAddress(address)}...`, {
+      version: VERSION,
+      config: config.configPath,
+      buildPath: config.buildPath,
+      filesystem: config.filesystem,
+    });
 
   let stopForced = false;
   const close = once(async (): Promise<number> => {
@@ -219,6 +220,7 @@ async function startServer(config: ServerConfig, logger: Logger): Promise<Servic
     },
     done: new Promise<number>(() => undefined),
     shutdownTimeoutMs: (config.shutdownGraceS + 30) * 1000,
+    announce,
   };
 }
 
