@@ -71,7 +71,7 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
     )
     .addHelpText(
       'after',
-      '\nOperator command:\n  rebuild [--fail-fast] [-p NAME]... [-v]   rebuild project images, prune labelled leftovers\n\nSee docs/mistry.md for the config keys and their defaults.',
+      '\nOperator command:\n  rebuild [--fail-fast] [-p NAME]... [-v] [--json]   rebuild project images, prune labelled leftovers\n\nSee docs/mistry.md for the config keys and their defaults.',
     );
   const flags = parse<ServerFlags>(command, argv);
   if (!flags) return ExitCode.ok;
@@ -229,6 +229,7 @@ type RebuildFlags = {
   failFast?: boolean;
   project: string[];
   verbose?: boolean;
+  json?: boolean;
 };
 
 async function runRebuildCommand(argv: string[], io: CliIo): Promise<number> {
@@ -244,7 +245,25 @@ async function runRebuildCommand(argv: string[], io: CliIo): Promise<number> {
       (v: string, acc: string[]) => [...acc, v],
       [] as string[],
     )
-    .option('-v, --verbose', 'print the image build output');
+    .option('-v, --verbose', 'print the image build output')
+    .option(
+      '--json',
+      'print one JSON report on stdout instead of the Finished line (progress stays on stderr)',
+    )
+    .addHelpText(
+      'after',
+      [
+        '',
+        'Exit status: 0 when every project was rebuilt and the prune worked, 1 otherwise.',
+        '',
+        'The --json report is one line:',
+        '  {"ok":bool, "projects":[{"name","ok","error"?,"durationMs"}], "skipped":[dir names],',
+        '   "notAttempted":[names left after --fail-fast], "rebuilt":N, "failed":[names],',
+        '   "pruned":{"ok","error"?,"containers","images","reclaimedBytes"}}',
+        '',
+        'See docs/mistry.md for the config keys and their defaults.',
+      ].join('\n'),
+    );
   const flags = parse<RebuildFlags>(command, argv);
   if (!flags) return ExitCode.ok;
   const config = await loadConfig(flags.config, {}, io.cwd, (key) =>
@@ -256,6 +275,7 @@ async function runRebuildCommand(argv: string[], io: CliIo): Promise<number> {
     projects: flags.project,
     failFast: flags.failFast === true,
     verbose: flags.verbose === true,
+    json: flags.json === true,
     io,
   });
 }

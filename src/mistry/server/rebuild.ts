@@ -20,7 +20,32 @@ export interface RebuildOptions {
   projects: string[];
   failFast: boolean;
   verbose: boolean;
+  /** Print one JSON report on stdout instead of the `Finished.` line. */
+  json: boolean;
   io: CliIo;
+}
+
+/** One project's result in the `--json` report. */
+export interface ProjectOutcome {
+  name: string;
+  ok: boolean;
+  /** Why the rebuild failed; absent on success. */
+  error?: string;
+  durationMs: number;
+}
+
+/** The `--json` report: one object on stdout once everything is done. */
+export interface RebuildReport {
+  ok: boolean;
+  projects: ProjectOutcome[];
+  /** Project dirs without a Dockerfile, found when no `--project` was given. */
+  skipped: string[];
+  /** Projects left untried after a failure under `--fail-fast`. */
+  notAttempted: string[];
+  rebuilt: number;
+  /** Names that failed, in order; `(prune)` when pruning failed. */
+  failed: string[];
+  pruned: PruneResult & { ok: boolean; error?: string };
 }
 
 function formatBytes(bytes: number): string {
@@ -41,7 +66,7 @@ async function hasDockerfile(path: string): Promise<boolean> {
 interface PruneResult {
   containers: number;
   images: number;
-  reclaimed: number;
+  reclaimedBytes: number;
 }
 
 /**
@@ -51,7 +76,7 @@ interface PruneResult {
  * refused by the engine and skipped.
  */
 async function pruneLabelled(docker: Docker): Promise<PruneResult> {
-  const result: PruneResult = { containers: 0, images: 0, reclaimed: 0 };
+  const result: PruneResult = { containers: 0, images: 0, reclaimedBytes: 0 };
   const containers = await docker.listContainers({
     all: true,
     size: true,
@@ -61,7 +86,7 @@ async function pruneLabelled(docker: Docker): Promise<PruneResult> {
     try {
       await docker.getContainer(info.Id).remove({ v: true });
       result.containers++;
-      result.reclaimed += (info as { SizeRw?: number }).SizeRw ?? 0;
+      result.reclaimedBytes += (info as { SizeRw?: number }).SizeRw ?? 0;
     } catch {
       // Gone already, or removed by its own server in the meantime.
     }
@@ -73,7 +98,7 @@ async function pruneLabelled(docker: Docker): Promise<PruneResult> {
     try {
       await docker.getImage(info.Id).remove();
       result.images++;
-      result.reclaimed += info.Size;
+      result.reclaimedBytes += info.Size;
     } catch {
       // In use by a container, or shared with a tagged image.
     }
@@ -84,6 +109,7 @@ async function pruneLabelled(docker: Docker): Promise<PruneResult> {
 export async function runRebuild(options: RebuildOptions): Promise<number> {
   const { config, docker, io } = options;
   const say = (line: string): void => void io.stderr.write(`${line}\n`);
+  const skipped: string[] = [];
   let names = options.projects;
   if (names.length === 0) {
     names = [];
@@ -91,11 +117,14 @@ export async function runRebuild(options: RebuildOptions): Promise<number> {
       const dir = join(config.projectsPath, entry);
       if (!(await stat(dir)).isDirectory()) continue;
       if (await hasDockerfile(dir)) names.push(entry);
-      else say(`${dir}/Dockerfile doesn't exist`);
+      else {
+        skipped.push(entry);
+        say(`${dir}/Dockerfile doesn't exist`);
+      }
     }
   }
+  const outcomes: ProjectOutcome[] = [];
   const failed: string[] = [];
-  let rebuilt = 0;
   const fingerprints = new FingerprintCache();
   const scratch = await mkdtemp(join(tmpdir(), 'mistry-rebuild-'));
   try {
@@ -129,33 +158,48 @@ export async function runRebuild(options: RebuildOptions): Promise<number> {
         } finally {
           hub.close();
         }
-        rebuilt++;
-        say(`Rebuilt ${name} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+        const durationMs = Date.now() - started;
+        outcomes.push({ name, ok: true, durationMs });
+        say(`Rebuilt ${name} in ${(durationMs / 1000).toFixed(1)}s`);
       } catch (err) {
+        const error = (err as Error).message;
+        outcomes.push({ name, ok: false, error, durationMs: Date.now() - started });
         failed.push(name);
-        say(`Failed to rebuild ${name}: ${(err as Error).message}`);
+        say(`Failed to rebuild ${name}: ${error}`);
         if (options.failFast) break;
       }
     }
   } finally {
     await rm(scratch, { recursive: true, force: true });
   }
-  let pruned: PruneResult = { containers: 0, images: 0, reclaimed: 0 };
+  let pruned: RebuildReport['pruned'] = { ok: true, containers: 0, images: 0, reclaimedBytes: 0 };
   try {
-    pruned = await pruneLabelled(docker);
+    pruned = { ok: true, ...(await pruneLabelled(docker)) };
   } catch (err) {
-    say(`Pruning failed: ${(err as Error).message}`);
+    const error = (err as Error).message;
+    say(`Pruning failed: ${error}`);
+    pruned = { ...pruned, ok: false, error };
     failed.push('(prune)');
   }
-  const prunedContainers = pruned.containers;
-  const prunedImages = pruned.images;
-  const reclaimed = pruned.reclaimed;
-  let summary = `Rebuilt: ${rebuilt}, Pruned images: ${prunedImages}, Pruned containers: ${prunedContainers}, Reclaimed: ${formatBytes(reclaimed)}, Failed: ${failed.length}`;
+  const rebuilt = outcomes.filter((outcome) => outcome.ok).length;
+  let summary = `Rebuilt: ${rebuilt}, Pruned images: ${pruned.images}, Pruned containers: ${pruned.containers}, Reclaimed: ${formatBytes(pruned.reclaimedBytes)}, Failed: ${failed.length}`;
   if (failed.length > 0) summary += `, Failed names: ${failed.join(', ')}`;
+  if (options.json) {
+    const report: RebuildReport = {
+      ok: failed.length === 0,
+      projects: outcomes,
+      skipped,
+      notAttempted: names.slice(outcomes.length),
+      rebuilt,
+      failed,
+      pruned,
+    };
+    io.stdout.write(`${JSON.stringify(report)}\n`);
+  }
   if (failed.length > 0) {
     io.stderr.write(`Error: ${summary}\n`);
     return ExitCode.failure;
   }
-  io.stdout.write(`Finished. ${summary}\n`);
+  if (!options.json) io.stdout.write(`Finished. ${summary}\n`);
   return ExitCode.ok;
 }
