@@ -21,6 +21,8 @@ export interface ReplayOptions {
   since: string | undefined;
   until: string | undefined;
   dryRun: boolean;
+  /** Print the summary as one JSON object instead of the `read=<n> ...` line. */
+  json: boolean;
   io: CliIo;
   /** How long the sink may keep failing before replay gives up. Default 60 s. */
   giveUpMs?: number;
@@ -90,6 +92,10 @@ export async function runReplay(config: ScratchdConfig, options: ReplayOptions):
   const sinkConfig = config.sinks[options.sink];
   if (sinkConfig === undefined)
     throw new UsageError(`--sink ${options.sink} names no sink in the config`);
+  if (options.json && sinkConfig.type === 'stdout')
+    throw new UsageError(
+      `--json cannot be used with --sink ${options.sink}: it is a stdout sink, whose events would mix with the summary`,
+    );
   const since = parseTime(options.since, '--since');
   const until = parseTime(options.until, '--until');
   const logger = createLogger({
@@ -155,9 +161,11 @@ export async function runReplay(config: ScratchdConfig, options: ReplayOptions):
       await sink.close().catch(() => undefined);
     }
   }
-  const read = all.length + bad;
+  const counts = { read: all.length + bad, written: options.dryRun ? 0 : written, skipped, failed };
   options.io.stdout.write(
-    `read=${read} written=${options.dryRun ? 0 : written} skipped=${skipped} failed=${failed}\n`,
+    options.json
+      ? `${JSON.stringify({ ok: failed === 0, ...counts })}\n`
+      : `read=${counts.read} written=${counts.written} skipped=${skipped} failed=${failed}\n`,
   );
   if (options.dryRun) logger.info('dry run', { would_write: chosen.length });
   return failed === 0 ? ExitCode.ok : ExitCode.failure;
