@@ -11,7 +11,7 @@ import type { ScratchdConfig } from './config.js';
 import { backoffMs } from './dispatcher.js';
 import { lockOwner } from './lock.js';
 import { createSink } from './sinks/index.js';
-import { metaFromEnvelope, type SinkEvent } from './sinks/types.js';
+import { metaFromEnvelope, type SinkEvent, type WriteResult } from './sinks/types.js';
 import { Spool } from './spool.js';
 
 export interface ReplayOptions {
@@ -153,8 +153,14 @@ export async function runReplay(config: ScratchdConfig, options: ReplayOptions):
           });
           break;
         }
-        failed += result;
-        written += batch.length - result;
+        for (const refused of result)
+          logger.warn('the sink refused an event', {
+            sink: options.sink,
+            id: batch[refused.index]?.meta.id,
+            reason: refused.reason,
+          });
+        failed += result.length;
+        written += batch.length - result.length;
         at = end;
       }
     } finally {
@@ -171,17 +177,17 @@ export async function runReplay(config: ScratchdConfig, options: ReplayOptions):
   return failed === 0 ? ExitCode.ok : ExitCode.failure;
 }
 
-/** Resolves with the number of fatal events, or undefined once the sink failed for `giveUpMs`. */
+/** Resolves with the events the sink refused for good, or undefined once it failed for `giveUpMs`. */
 async function writeWithRetry(
-  write: (batch: readonly SinkEvent[]) => Promise<{ fatal: unknown[] }>,
+  write: (batch: readonly SinkEvent[]) => Promise<WriteResult>,
   batch: SinkEvent[],
   config: { backoff_base_ms: number; backoff_max_ms: number },
   giveUpMs: number,
-): Promise<number | undefined> {
+): Promise<WriteResult['fatal'] | undefined> {
   const started = Date.now();
   for (let attempt = 1; ; attempt += 1) {
     try {
-      return (await write(batch)).fatal.length;
+      return (await write(batch)).fatal;
     } catch {
       if (Date.now() - started > giveUpMs) return undefined;
       await new Promise((r) =>
