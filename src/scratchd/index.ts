@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { applyOverrides, readJsonFile, type Override } from '../common/config.js';
 import { ExitCode, type CliIo, type Service } from '../common/component.js';
-import { ConfigError, UsageError } from '../common/errors.js';
+import { ConfigError, describeValue, UsageError } from '../common/errors.js';
 import { createLogger } from '../common/logger.js';
 import {
   buildConfig,
@@ -21,7 +21,7 @@ import { runReplay } from './replay.js';
 import { Scratchd } from './service.js';
 
 const HELP = `Usage: skroutz-infra scratchd [serve] [options]
-       skroutz-infra scratchd check [--config F]
+       skroutz-infra scratchd check [--config F] [--json]
        skroutz-infra scratchd replay --config F --sink S --from P [options]
 
 Multi-tenant web analytics collector: the /track pixel, /e and /batch JSON events and the signed
@@ -32,6 +32,7 @@ Commands:
   serve (default)   run the collector; SIGTERM drains, SIGHUP reloads the config
   check             validate the config without touching data_dir or the network;
                     prints "ok: <t> tenants, <s> sinks" or one "path: problem" line each
+                    on stderr (exit 1)
   replay            re-deliver stored events (JSONL archive, dead letters, spool segments)
 
 Options (serve):
@@ -44,6 +45,11 @@ Options (serve):
   --instance N      instance name, in every event's ctx.instance and in file names
   -h, --help        show this help
 
+Options (check):
+  --config F        the config to validate (default ${DEFAULT_CONFIG_PATH})
+  --json            print one JSON object on stdout instead: {"ok":true,"tenants":<t>,
+                    "sinks":<s>}, or {"ok":false,"problems":[{"path","message"}]} with exit 1
+
 Options (replay):
   --config F        the config that defines the sink
   --sink S          sink to write through (its batching and retries, no spool)
@@ -52,6 +58,12 @@ Options (replay):
   --since ISO       only events received at or after this time
   --until ISO       only events received before this time
   --dry-run         count only
+  --json            print the summary as one JSON object on stdout: {"ok","read","written",
+                    "skipped","failed"}; config problems as check --json prints them. Not
+                    with a stdout sink, which writes the events there
+
+replay prints "read=<n> written=<n> skipped=<n> failed=<n>"; exit 1 when events failed.
+Command-line mistakes (missing or bad flags) go to stderr with exit 2, with or without --json.
 `;
 
 const FLAGS = {
@@ -66,6 +78,7 @@ const FLAGS = {
   since: { type: 'string' },
   until: { type: 'string' },
   'dry-run': { type: 'boolean' },
+  json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -111,9 +124,24 @@ async function loadConfig(flags: Flags, io: CliIo, allowBuiltIn: boolean): Promi
   };
 }
 
-function printIssues(err: unknown, io: CliIo): number {
+/**
+ * Reports an invalid config and returns exit 1: one `path: message` line per problem on stderr,
+ * or with `--json` one `{"ok":false,"problems":[...]}` object on stdout.
+ */
+function printIssues(err: unknown, io: CliIo, json = false): number {
   if (!(err instanceof ConfigError)) throw err;
-  for (const line of issueLines(err)) io.stderr.write(`${line}\n`);
+  if (json) {
+    // A problem with the file as a whole (missing, not JSON) has no path to point at, so its
+    // message names the file instead.
+    const problems = err.issues.map((issue) => {
+      const rule = issue.path === '' ? `${err.source}: ${issue.rule}` : issue.rule;
+      const got = 'value' in issue ? ` (got ${describeValue(issue.value)})` : '';
+      return { path: issue.path, message: `${rule}${got}` };
+    });
+    io.stdout.write(`${JSON.stringify({ ok: false, problems })}\n`);
+  } else {
+    for (const line of issueLines(err)) io.stderr.write(`${line}\n`);
+  }
   return ExitCode.failure;
 }
 
@@ -156,12 +184,16 @@ async function serve(flags: Flags, io: CliIo): Promise<number | Service> {
 async function check(flags: Flags, io: CliIo): Promise<number> {
   try {
     const { config } = await loadConfig(flags, io, false);
+    const tenants = Object.keys(config.tenants).length;
+    const sinks = Object.keys(config.sinks).length;
     io.stdout.write(
-      `ok: ${Object.keys(config.tenants).length} tenants, ${Object.keys(config.sinks).length} sinks\n`,
+      flags.json === true
+        ? `${JSON.stringify({ ok: true, tenants, sinks })}\n`
+        : `ok: ${tenants} tenants, ${sinks} sinks\n`,
     );
     return ExitCode.ok;
   } catch (err) {
-    return printIssues(err, io);
+    return printIssues(err, io, flags.json === true);
   }
 }
 
@@ -180,7 +212,7 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
     try {
       loaded = await loadConfig(flags, io, false);
     } catch (err) {
-      return printIssues(err, io);
+      return printIssues(err, io, flags.json === true);
     }
     return runReplay(loaded.config, {
       sink: flags.sink,
@@ -189,6 +221,7 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
       since: flags.since,
       until: flags.until,
       dryRun: flags['dry-run'] === true,
+      json: flags.json === true,
       io,
     });
   }

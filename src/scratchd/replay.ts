@@ -11,7 +11,7 @@ import type { ScratchdConfig } from './config.js';
 import { backoffMs } from './dispatcher.js';
 import { lockOwner } from './lock.js';
 import { createSink } from './sinks/index.js';
-import { metaFromEnvelope, type SinkEvent } from './sinks/types.js';
+import { metaFromEnvelope, type SinkEvent, type WriteResult } from './sinks/types.js';
 import { Spool } from './spool.js';
 
 export interface ReplayOptions {
@@ -21,6 +21,8 @@ export interface ReplayOptions {
   since: string | undefined;
   until: string | undefined;
   dryRun: boolean;
+  /** Print the summary as one JSON object instead of the `read=<n> ...` line. */
+  json: boolean;
   io: CliIo;
   /** How long the sink may keep failing before replay gives up. Default 60 s. */
   giveUpMs?: number;
@@ -90,6 +92,10 @@ export async function runReplay(config: ScratchdConfig, options: ReplayOptions):
   const sinkConfig = config.sinks[options.sink];
   if (sinkConfig === undefined)
     throw new UsageError(`--sink ${options.sink} names no sink in the config`);
+  if (options.json && sinkConfig.type === 'stdout')
+    throw new UsageError(
+      `--json cannot be used with --sink ${options.sink}: it is a stdout sink, whose events would mix with the summary`,
+    );
   const since = parseTime(options.since, '--since');
   const until = parseTime(options.until, '--until');
   const logger = createLogger({
@@ -147,33 +153,41 @@ export async function runReplay(config: ScratchdConfig, options: ReplayOptions):
           });
           break;
         }
-        failed += result;
-        written += batch.length - result;
+        for (const refused of result)
+          logger.warn('the sink refused an event', {
+            sink: options.sink,
+            id: batch[refused.index]?.meta.id,
+            reason: refused.reason,
+          });
+        failed += result.length;
+        written += batch.length - result.length;
         at = end;
       }
     } finally {
       await sink.close().catch(() => undefined);
     }
   }
-  const read = all.length + bad;
+  const counts = { read: all.length + bad, written: options.dryRun ? 0 : written, skipped, failed };
   options.io.stdout.write(
-    `read=${read} written=${options.dryRun ? 0 : written} skipped=${skipped} failed=${failed}\n`,
+    options.json
+      ? `${JSON.stringify({ ok: failed === 0, ...counts })}\n`
+      : `read=${counts.read} written=${counts.written} skipped=${skipped} failed=${failed}\n`,
   );
   if (options.dryRun) logger.info('dry run', { would_write: chosen.length });
   return failed === 0 ? ExitCode.ok : ExitCode.failure;
 }
 
-/** Resolves with the number of fatal events, or undefined once the sink failed for `giveUpMs`. */
+/** Resolves with the events the sink refused for good, or undefined once it failed for `giveUpMs`. */
 async function writeWithRetry(
-  write: (batch: readonly SinkEvent[]) => Promise<{ fatal: unknown[] }>,
+  write: (batch: readonly SinkEvent[]) => Promise<WriteResult>,
   batch: SinkEvent[],
   config: { backoff_base_ms: number; backoff_max_ms: number },
   giveUpMs: number,
-): Promise<number | undefined> {
+): Promise<WriteResult['fatal'] | undefined> {
   const started = Date.now();
   for (let attempt = 1; ; attempt += 1) {
     try {
-      return (await write(batch)).fatal.length;
+      return (await write(batch)).fatal;
     } catch {
       if (Date.now() - started > giveUpMs) return undefined;
       await new Promise((r) =>
