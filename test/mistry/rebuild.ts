@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { runCli } from '../helpers/cli.js';
 import { project, sandbox, type Sandbox } from '../helpers/mistry.js';
-import { dockerClient } from '../helpers/services.js';
+import { LABEL } from '../../src/mistry/server/docker-runner.js';
+import { dockerClient, TEST_IMAGE } from '../helpers/services.js';
 
 // Image names are global to the engine: a per-run suffix keeps parallel suites apart.
 const RUN = `${process.pid}${Date.now().toString(36)}`;
@@ -155,4 +156,62 @@ t.test('--json with failures: names and causes per project, exit 1', async (t) =
       },
     ],
   });
+});
+
+/** A labelled container that ran busybox `true` and exited; removed in teardown if still there. */
+async function exitedLeftover(t: Test): Promise<string> {
+  const docker = dockerClient();
+  const container = await docker.createContainer({
+    Image: TEST_IMAGE,
+    Cmd: ['true'],
+    Labels: { [LABEL]: '1', 'skroutz-infra.test': RUN },
+    HostConfig: { NetworkMode: 'none' },
+  });
+  t.teardown(() => container.remove({ force: true }).catch(() => undefined));
+  await container.start();
+  await container.wait();
+  return container.id;
+}
+
+async function exists(id: string): Promise<boolean> {
+  return dockerClient()
+    .getContainer(id)
+    .inspect()
+    .then(
+      () => true,
+      () => false,
+    );
+}
+
+// A running server's build container exits and is collected moments later; a prune that ran in
+// between would take its result away, so leftovers younger than --prune-min-age stay.
+t.test('the prune keeps leftovers younger than --prune-min-age, takes older ones', async (t) => {
+  const box = await sandbox(t);
+  const config = await configFor(box);
+  const id = await exitedLeftover(t);
+
+  const fresh = await runCli(t, ['mistry-server', 'rebuild', '--config', config, '--json'], {
+    timeoutMs: 60_000,
+  });
+  t.equal(fresh.code, 0, fresh.stderr);
+  t.ok(await exists(id), 'a container that exited just now is kept by the default');
+
+  // Other suites share the engine: the bound used here stays well above how long a running
+  // server needs between a container's exit and its removal.
+  await new Promise((resolve) => setTimeout(resolve, 21_000));
+  const old = await runCli(
+    t,
+    ['mistry-server', 'rebuild', '--config', config, '--prune-min-age', '20', '--json'],
+    { timeoutMs: 60_000 },
+  );
+  t.equal(old.code, 0, old.stderr);
+  t.notOk(await exists(id), 'older than the bound: removed');
+  const json = report(t, old.stdout) as { pruned: { containers: number } };
+  t.ok(json.pruned.containers >= 1, 'counted in the report');
+});
+
+t.test('--prune-min-age names a bad value', async (t) => {
+  const run = await runCli(t, ['mistry-server', 'rebuild', '--prune-min-age', '10m']);
+  t.equal(run.code, 2);
+  t.match(run.stderr, /"10m" is not a whole number of seconds/);
 });

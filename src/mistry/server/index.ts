@@ -3,7 +3,7 @@
  * the build tree, then serves the HTTP API until SIGTERM, when it drains running builds within
  * `shutdown_grace_s`. `mistry-server rebuild` is the operator command of spec §3.12.
  */
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import Docker from 'dockerode';
 import type { CliIo, Service } from '../../common/component.js';
 import { ExitCode, once } from '../../common/component.js';
@@ -230,7 +230,19 @@ type RebuildFlags = {
   project: string[];
   verbose?: boolean;
   json?: boolean;
+  pruneMinAge: number;
 };
+
+/** Leftovers younger than this are kept by `rebuild`'s prune: a running server may still need them. */
+const DEFAULT_PRUNE_MIN_AGE_S = 600;
+
+function seconds(value: string): number {
+  const parsed = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(parsed)) {
+    throw new InvalidArgumentError(`"${value}" is not a whole number of seconds`);
+  }
+  return parsed;
+}
 
 async function runRebuildCommand(argv: string[], io: CliIo): Promise<number> {
   const command = program(io, 'skroutz-infra mistry-server rebuild')
@@ -246,6 +258,12 @@ async function runRebuildCommand(argv: string[], io: CliIo): Promise<number> {
       [] as string[],
     )
     .option('-v, --verbose', 'print the image build output')
+    .option(
+      '--prune-min-age <seconds>',
+      'keep stopped containers and dangling images younger than this',
+      seconds,
+      DEFAULT_PRUNE_MIN_AGE_S,
+    )
     .option(
       '--json',
       'print one JSON report on stdout instead of the Finished line (progress stays on stderr)',
@@ -276,6 +294,7 @@ async function runRebuildCommand(argv: string[], io: CliIo): Promise<number> {
     failFast: flags.failFast === true,
     verbose: flags.verbose === true,
     json: flags.json === true,
+    pruneMinAgeS: flags.pruneMinAge,
     io,
   });
 }

@@ -22,6 +22,11 @@ export interface RebuildOptions {
   verbose: boolean;
   /** Print one JSON report on stdout instead of the `Finished.` line. */
   json: boolean;
+  /**
+   * Leftovers younger than this (seconds since a container finished or an image was created) are
+   * kept: a running server's build passes through both states on its way to a result.
+   */
+  pruneMinAgeS: number;
   io: CliIo;
 }
 
@@ -70,13 +75,16 @@ interface PruneResult {
 }
 
 /**
- * Removes exited containers and dangling images labelled by mistry. Done by hand rather than with
- * the engine's prune calls: those also take containers in the `created` state, which is where a
- * running server's build sits for a moment between create and start. An image still in use is
- * refused by the engine and skipped.
+ * Removes exited containers and dangling images labelled by mistry, older than `minAgeS`. Done by
+ * hand rather than with the engine's prune calls: those also take containers in the `created`
+ * state, which is where a running server's build sits for a moment between create and start. The
+ * age bound keeps what a running server is still using: a container that exited a moment ago whose
+ * result is being collected, and an image that a build produced but has not tagged yet. An image
+ * still in use is refused by the engine and skipped.
  */
-async function pruneLabelled(docker: Docker): Promise<PruneResult> {
+async function pruneLabelled(docker: Docker, minAgeS: number): Promise<PruneResult> {
   const result: PruneResult = { containers: 0, images: 0, reclaimedBytes: 0 };
+  const cutoffMs = Date.now() - minAgeS * 1000;
   const containers = await docker.listContainers({
     all: true,
     size: true,
@@ -84,7 +92,10 @@ async function pruneLabelled(docker: Docker): Promise<PruneResult> {
   });
   for (const info of containers) {
     try {
-      await docker.getContainer(info.Id).remove({ v: true });
+      const container = docker.getContainer(info.Id);
+      const finishedMs = Date.parse((await container.inspect()).State.FinishedAt);
+      if (!(finishedMs < cutoffMs)) continue;
+      await container.remove({ v: true });
       result.containers++;
       result.reclaimedBytes += (info as { SizeRw?: number }).SizeRw ?? 0;
     } catch {
@@ -95,6 +106,7 @@ async function pruneLabelled(docker: Docker): Promise<PruneResult> {
     filters: { label: [`${LABEL}=1`], dangling: ['true'] },
   });
   for (const info of images) {
+    if (info.Created * 1000 >= cutoffMs) continue;
     try {
       await docker.getImage(info.Id).remove();
       result.images++;
@@ -174,7 +186,7 @@ export async function runRebuild(options: RebuildOptions): Promise<number> {
   }
   let pruned: RebuildReport['pruned'] = { ok: true, containers: 0, images: 0, reclaimedBytes: 0 };
   try {
-    pruned = { ok: true, ...(await pruneLabelled(docker)) };
+    pruned = { ok: true, ...(await pruneLabelled(docker, options.pruneMinAgeS)) };
   } catch (err) {
     const error = (err as Error).message;
     say(`Pruning failed: ${error}`);
