@@ -10,6 +10,11 @@ import { dockerClient, TEST_IMAGE } from '../helpers/services.js';
 
 // Image names are global to the engine: a per-run suffix keeps parallel suites apart.
 const RUN = `${process.pid}${Date.now().toString(36)}`;
+/**
+ * The prune is engine-wide; a day's bound keeps it off what parallel suites build right now (an
+ * old image of theirs may be the build cache of a running build).
+ */
+const KEEP = ['--prune-min-age', '86400'];
 
 async function configFor(box: Sandbox): Promise<string> {
   const path = join(box.root, 'config.json');
@@ -52,7 +57,7 @@ t.test('--json on success: one report line, exit 0, no Finished line', async (t)
   const started = Date.now();
   const run = await runCli(
     t,
-    ['mistry-server', 'rebuild', '--config', await configFor(box), '-p', name, '--json'],
+    ['mistry-server', 'rebuild', '--config', await configFor(box), ...KEEP, '-p', name, '--json'],
     { timeoutMs: 120_000 },
   );
   t.equal(run.code, 0, run.stderr);
@@ -93,7 +98,7 @@ t.test('--json with failures: names and causes per project, exit 1', async (t) =
   await mkdir(join(box.projects, 'notes'));
   const config = await configFor(box);
 
-  const all = await runCli(t, ['mistry-server', 'rebuild', '--config', config, '--json'], {
+  const all = await runCli(t, ['mistry-server', 'rebuild', '--config', config, ...KEEP, '--json'], {
     timeoutMs: 180_000,
   });
   t.equal(all.code, 1, all.stderr);
@@ -123,7 +128,7 @@ t.test('--json with failures: names and causes per project, exit 1', async (t) =
 
   const fast = await runCli(
     t,
-    ['mistry-server', 'rebuild', '--config', config, '--json', '--fail-fast'],
+    ['mistry-server', 'rebuild', '--config', config, ...KEEP, '--json', '--fail-fast'],
     { timeoutMs: 120_000 },
   );
   t.equal(fast.code, 1, fast.stderr);
@@ -140,6 +145,7 @@ t.test('--json with failures: names and causes per project, exit 1', async (t) =
     'rebuild',
     '--config',
     config,
+    ...KEEP,
     '--json',
     '-p',
     'nosuchproject',
@@ -185,29 +191,24 @@ async function exists(id: string): Promise<boolean> {
 
 // A running server's build container exits and is collected moments later; a prune that ran in
 // between would take its result away, so leftovers younger than --prune-min-age stay.
-t.test('the prune keeps leftovers younger than --prune-min-age, takes older ones', async (t) => {
+// TODO: the removal of leftovers older than the bound has no end-to-end test: the engine is shared
+// by suites running in parallel, and a prune of their old images (build-cache parents of their
+// running builds) breaks those builds, so no test here may prune for real.
+t.test('the prune keeps leftovers younger than --prune-min-age', async (t) => {
   const box = await sandbox(t);
-  const config = await configFor(box);
   const id = await exitedLeftover(t);
 
-  const fresh = await runCli(t, ['mistry-server', 'rebuild', '--config', config, '--json'], {
-    timeoutMs: 60_000,
-  });
-  t.equal(fresh.code, 0, fresh.stderr);
-  t.ok(await exists(id), 'a container that exited just now is kept by the default');
-
-  // Other suites share the engine: the bound used here stays well above how long a running
-  // server needs between a container's exit and its removal.
-  await new Promise((resolve) => setTimeout(resolve, 21_000));
-  const old = await runCli(
+  const run = await runCli(
     t,
-    ['mistry-server', 'rebuild', '--config', config, '--prune-min-age', '20', '--json'],
-    { timeoutMs: 60_000 },
+    ['mistry-server', 'rebuild', '--config', await configFor(box), ...KEEP, '--json'],
+    {
+      timeoutMs: 60_000,
+    },
   );
-  t.equal(old.code, 0, old.stderr);
-  t.notOk(await exists(id), 'older than the bound: removed');
-  const json = report(t, old.stdout) as { pruned: { containers: number } };
-  t.ok(json.pruned.containers >= 1, 'counted in the report');
+  t.equal(run.code, 0, run.stderr);
+  t.ok(await exists(id), 'a container that exited just now is kept');
+  const json = report(t, run.stdout) as { pruned: { containers: number } };
+  t.equal(json.pruned.containers, 0, 'nothing pruned');
 });
 
 t.test('--prune-min-age names a bad value', async (t) => {

@@ -81,6 +81,11 @@ interface PruneResult {
  * age bound keeps what a running server is still using: a container that exited a moment ago whose
  * result is being collected, and an image that a build produced but has not tagged yet. An image
  * still in use is refused by the engine and skipped.
+ *
+ * TODO: an old dangling image can still be the build cache of a build a running server has in
+ * progress (projects with identical first steps share layers), and the engine does not protect a
+ * cache parent from removal, so that build fails; only a lock shared with the server would close
+ * this, and the servers and this command share nothing but the engine.
  */
 async function pruneLabelled(docker: Docker, minAgeS: number): Promise<PruneResult> {
   const result: PruneResult = { containers: 0, images: 0, reclaimedBytes: 0 };
