@@ -150,6 +150,9 @@ async function run(dir: string, prefix: string, children: ChildProcess[]): Promi
       res.writeHead(200).end();
     });
   });
+  // Longer than the notifier's idle keep-alive sockets live, so a reused socket is never reset
+  // by the receiver (a reset callback is retried minutes later and would stall the run).
+  receiver.keepAliveTimeout = 30_000;
   const callbackUrl = `http://127.0.0.1:${await listen(receiver)}/cb`;
 
   const config = join(dir, 'downloader.json');

@@ -81,6 +81,8 @@ export async function connectRedis(
   component: string,
   logger: Logger,
   role = 'main',
+  /** Sends commands issued in the same tick as one write (for busy command connections). */
+  autoPipelining = false,
 ): Promise<Redis> {
   const r = config.redis;
   const client = createRedis({
@@ -88,7 +90,10 @@ export async function connectRedis(
     name: role === 'main' ? `downloader-${component}` : `downloader-${component}-${role}`,
     logger,
     maxRetriesPerRequest: 2,
-    extra: r.sentinels && r.masterName ? { sentinels: r.sentinels, name: r.masterName } : {},
+    extra: {
+      ...(r.sentinels && r.masterName ? { sentinels: r.sentinels, name: r.masterName } : {}),
+      enableAutoPipelining: autoPipelining,
+    },
   });
   try {
     await waitForRedis(client, 10_000);

@@ -20,18 +20,29 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
+/** Renames `tmpPath` to `target`, copying across filesystems; ENOENT when its directory is missing. */
+async function moveInto(tmpPath: string, target: string): Promise<void> {
+  try {
+    await rename(tmpPath, target);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+    await copyFile(tmpPath, target);
+    await unlink(tmpPath);
+  }
+}
+
 /** Moves `tmpPath` into place; storage failures are internal DownloadErrors. */
 export async function storeFile(root: string, id: string, tmpPath: string): Promise<void> {
   const dir = join(root, id.slice(0, 3));
   const target = join(dir, id);
   try {
-    await mkdir(dir, { recursive: true, mode: 0o755 });
     try {
-      await rename(tmpPath, target);
+      await moveInto(tmpPath, target);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
-      await copyFile(tmpPath, target);
-      await unlink(tmpPath);
+      // The shard directory is created on first use only: one syscall less for every other file.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      await mkdir(dir, { recursive: true, mode: 0o755 });
+      await moveInto(tmpPath, target);
     }
     await syncDir(dir);
   } catch (err) {
