@@ -306,17 +306,23 @@ export function parseQuery(query: string): Map<string, string> | undefined {
     const eq = part.indexOf('=');
     const rawKey = eq === -1 ? part : part.slice(0, eq);
     const rawValue = eq === -1 ? '' : part.slice(eq + 1);
-    let key: string;
-    let value: string;
-    try {
-      key = decodeURIComponent(rawKey.replaceAll('+', ' '));
-      value = decodeURIComponent(rawValue.replaceAll('+', ' '));
-    } catch {
-      return undefined;
-    }
+    const key = decodeComponent(rawKey);
+    const value = decodeComponent(rawValue);
+    if (key === undefined || value === undefined) return undefined;
     if (!out.has(key)) out.set(key, value);
   }
   return out;
+}
+
+/** One form-encoded component; undefined on a bad escape. Plain text is returned as is. */
+function decodeComponent(raw: string): string | undefined {
+  const plus = raw.includes('+');
+  if (!plus && !raw.includes('%')) return raw;
+  try {
+    return decodeURIComponent(plus ? raw.replaceAll('+', ' ') : raw);
+  } catch {
+    return undefined;
+  }
 }
 
 const PIXEL_FIELDS: Record<string, keyof RawEvent> = {

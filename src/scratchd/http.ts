@@ -36,6 +36,8 @@ export const GIF = Buffer.from(
   '47494638396101000100f00000ffffff00000021f90401000000002c00000000010001000002024401003b',
   'hex',
 );
+/** The same 43 bytes as a latin1 string: Node sends a string body with its headers in one write. */
+const GIF_LATIN1 = GIF.toString('latin1');
 
 const PIXEL_HEADERS = {
   'Content-Type': 'image/gif',
@@ -44,6 +46,9 @@ const PIXEL_HEADERS = {
   Pragma: 'no-cache',
   Expires: '0',
 };
+
+const NOGIF = /(?:^|&)nogif=1(?:&|$)/;
+const DEBUG = /(?:^|&)debug=1(?:&|$)/;
 
 type Route = 'track' | 'r' | 'e' | 'batch' | 'preflight' | 'other';
 
@@ -80,7 +85,13 @@ function splitUrl(url: string): { path: string; query: string } {
   return q === -1 ? { path: url, query: '' } : { path: url.slice(0, q), query: url.slice(q + 1) };
 }
 
+/** Whether `query` holds `name=1` as a whole parameter. */
+function flagSet(query: string, name: string, pattern: RegExp): boolean {
+  return query.includes(name) && pattern.test(query);
+}
+
 function rawTid(query: string): string | undefined {
+  if (!query.includes('tid=')) return undefined;
   for (const part of query.split('&')) {
     if (part.startsWith('tid=')) {
       try {
@@ -95,8 +106,9 @@ function rawTid(query: string): string | undefined {
 
 export class PublicServer {
   readonly server: Server;
-  private readonly requestCount: ChildCache<{ inc(): void }>;
-  private readonly requestTime: ChildCache<{ observe(v: number): void }>;
+  /** By route, then by status code: the finish hook runs once per request. */
+  private readonly requestCount = new Map<Route, Map<number, { inc(): void }>>();
+  private readonly requestTime = new Map<Route, { observe(v: number): void }>();
   private readonly receivedCount: ChildCache<{ inc(n?: number): void }>;
 
   constructor(private readonly deps: PublicServerDeps) {
@@ -114,19 +126,14 @@ export class PublicServer {
     );
     this.server.maxConnections = limits.max_connections;
     const m = deps.metrics;
-    this.requestCount = new ChildCache((l) => m.httpRequests.labels(l));
-    this.requestTime = new ChildCache((l) => m.httpDuration.labels(l));
     this.receivedCount = new ChildCache((l) => m.received.labels(l));
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
-    const started = process.hrtime.bigint();
+    const started = performance.now();
     const { path, query } = splitUrl(req.url ?? '/');
     const route = this.routeOf(path, req.method);
-    res.on('finish', () => {
-      this.requestCount.get({ route, code: String(res.statusCode) }).inc();
-      this.requestTime.get({ route }).observe(Number(process.hrtime.bigint() - started) / 1e9);
-    });
+    res.on('finish', () => this.countRequest(route, res.statusCode, started));
     if (this.deps.draining()) res.setHeader('Connection', 'close');
     this.dispatch(route, path, query, req, res).catch((err: unknown) => {
       if (err instanceof HttpFailure) return this.sendError(req, res, err);
@@ -134,6 +141,25 @@ export class PublicServer {
         this.sendJson(req, res, 500, { error: 'internal', detail: 'internal error' });
       else res.destroy();
     });
+  }
+
+  private countRequest(route: Route, code: number, started: number): void {
+    const metrics = this.deps.metrics;
+    let byCode = this.requestCount.get(route);
+    if (byCode === undefined)
+      this.requestCount.set(route, (byCode = new Map<number, { inc(): void }>()));
+    let count = byCode.get(code);
+    if (count === undefined) {
+      count = metrics.httpRequests.labels({ route, code: String(code) });
+      byCode.set(code, count);
+    }
+    count.inc();
+    let time = this.requestTime.get(route);
+    if (time === undefined) {
+      time = metrics.httpDuration.labels({ route });
+      this.requestTime.set(route, time);
+    }
+    time.observe((performance.now() - started) / 1000);
   }
 
   private routeOf(path: string, method: string | undefined): Route {
@@ -196,8 +222,8 @@ export class PublicServer {
   private async pixel(req: IncomingMessage, res: ServerResponse, query: string): Promise<void> {
     const url = req.url ?? '';
     const flags = {
-      nogif: /(?:^|&)nogif=1(?:&|$)/.test(query),
-      debug: /(?:^|&)debug=1(?:&|$)/.test(query),
+      nogif: flagSet(query, 'nogif=', NOGIF),
+      debug: flagSet(query, 'debug=', DEBUG),
     };
     const tenant = this.deps.tenants().resolve(rawTid(query), req.headers.host);
     const label = tenant?.name ?? '_unknown';
@@ -301,7 +327,7 @@ export class PublicServer {
       return;
     }
     res.writeHead(200, headers);
-    res.end(GIF);
+    res.end(GIF_LATIN1, 'latin1');
   }
 
   // ---- redirect ----------------------------------------------------------------------------

@@ -28,12 +28,9 @@ export function buildCookie(
   maxAgeS: number,
   config: IdentityConfig,
 ): string {
-  const parts = [`${name}=${value}`, `Max-Age=${maxAgeS}`];
-  if (config.cookie_domain !== undefined) parts.push(`Domain=${config.cookie_domain}`);
-  parts.push('Path=/');
-  if (config.secure) parts.push('Secure');
-  parts.push('HttpOnly', `SameSite=${config.same_site}`);
-  return parts.join('; ');
+  const domain = config.cookie_domain === undefined ? '' : `; Domain=${config.cookie_domain}`;
+  const secure = config.secure ? '; Secure' : '';
+  return `${name}=${value}; Max-Age=${maxAgeS}${domain}; Path=/${secure}; HttpOnly; SameSite=${config.same_site}`;
 }
 
 export interface CookieIds {

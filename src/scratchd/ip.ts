@@ -79,8 +79,14 @@ export class BotMatcher {
     this.extra = patterns.map((p) => new RegExp(p, 'i'));
   }
 
+  /** The last answer: a request asks twice (screening, then the envelope) for the same UA. */
+  private last: { ua: string; bot: boolean } | undefined;
+
   isBot(ua: string | null): boolean {
     if (ua === null || ua === '') return true;
-    return BUILT_IN_BOTS.test(ua) || this.extra.some((re) => re.test(ua));
+    if (this.last?.ua === ua) return this.last.bot;
+    const bot = BUILT_IN_BOTS.test(ua) || this.extra.some((re) => re.test(ua));
+    this.last = { ua, bot };
+    return bot;
   }
 }
