@@ -3,10 +3,11 @@
  * client's extraction: directories, regular files with mode and mtime, symlinks, and PAX records
  * for names or sizes that do not fit the ustar fields.
  */
-import { createReadStream } from 'node:fs';
-import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { close, open, read } from 'node:fs';
+import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
+import { promisify } from 'node:util';
 
 const BLOCK = 512;
 const ZERO_BLOCK = Buffer.alloc(BLOCK);
@@ -94,54 +95,131 @@ export function encodeHeader(entry: TarEntryHeader): Buffer {
   return Buffer.concat([paxHeader, body, padding(body.length), main]);
 }
 
+/** Zero bytes that follow a body of `size` bytes up to the next block. */
+function paddingBytes(size: number): number {
+  return (BLOCK - (size % BLOCK)) % BLOCK;
+}
+
 function padding(size: number): Buffer {
-  const rest = size % BLOCK;
-  return rest === 0 ? Buffer.alloc(0) : Buffer.alloc(BLOCK - rest);
+  return Buffer.alloc(paddingBytes(size));
 }
 
-const SMALL_FILE_BYTES = 1024 * 1024;
-const BATCH_BYTES = 256 * 1024;
+/** One chunk of the archive as the socket gets it; file bytes are read straight into it. */
+const CHUNK_BYTES = 1024 * 1024;
+/**
+ * Reads in flight per chunk, so a chunk of tiny files does not hold hundreds of descriptors: a
+ * download has at most this many times `READ_AHEAD_CHUNKS + 1` files open.
+ */
+const MAX_READS_PER_CHUNK = 16;
+/** Full chunks whose reads run ahead of the consumer, so the disk works while the socket drains. */
+const READ_AHEAD_CHUNKS = 3;
 
-/** Reads `size` bytes of a file into a block-padded buffer (zeros where the file came up short). */
-async function readPadded(path: string, size: number): Promise<Buffer> {
-  const body = Buffer.alloc(size + ((BLOCK - (size % BLOCK)) % BLOCK));
-  const handle = await open(path, 'r');
-  try {
-    let position = 0;
-    while (position < size) {
-      const { bytesRead } = await handle.read(body, position, size - position, position);
-      if (bytesRead === 0) break;
-      position += bytesRead;
-    }
-  } finally {
-    await handle.close();
+const openFile = promisify(open);
+const readFile = promisify(read);
+const closeFile = promisify(close);
+
+/**
+ * The memory chunks are built in. Buffers given back once written are used again: a download
+ * then allocates a handful of chunks instead of its whole size, which the garbage collector
+ * would otherwise chase all along.
+ */
+class ChunkBuffers {
+  private readonly spare: ArrayBuffer[] = [];
+
+  take(): Buffer {
+    return Buffer.from(this.spare.pop() ?? new ArrayBuffer(CHUNK_BYTES));
   }
-  return body;
+
+  /** Returns the memory behind a chunk the consumer is done with. */
+  give(chunk: Buffer): void {
+    if (chunk.buffer instanceof ArrayBuffer && chunk.buffer.byteLength === CHUNK_BYTES) {
+      this.spare.push(chunk.buffer);
+    }
+  }
 }
 
-const READ_AHEAD_ENTRIES = 16;
+/** The file behind one entry's body while its bytes are copied into chunks. */
+interface BodySource {
+  fd: Promise<number>;
+  size: number;
+  /** Bytes of the body already given a place in a chunk. */
+  placed: number;
+}
 
-function smallBody(entry: TarSource): Promise<Buffer> | undefined {
-  if (entry.type !== 'file' || entry.size === 0 || entry.sourcePath === undefined) return undefined;
-  if (entry.size > SMALL_FILE_BYTES) return undefined;
-  const body = readPadded(entry.sourcePath, entry.size);
-  body.catch(() => undefined); // awaited in order later; no unhandled rejection meanwhile
-  return body;
+/** Reads `length` bytes at `position` into `target` at `offset`; zeros where the file came up short. */
+async function readFully(
+  fd: number,
+  target: Buffer,
+  offset: number,
+  length: number,
+  position: number,
+): Promise<void> {
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await readFile(fd, target, offset + done, length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  // A file that shrank while being read is padded so the archive stays well-formed.
+  target.fill(0, offset + done, offset + length);
+}
+
+/** Closes a body's file once its reads are over; a failed open has nothing to close. */
+function closeSource(source: BodySource): Promise<void> {
+  return source.fd.then(closeFile, () => undefined);
 }
 
 /**
- * Pulls entries ahead of the writer and starts reading small files at once, so the reads of the
- * next few files overlap instead of costing one thread-pool round trip after another.
+ * A chunk being filled: headers and padding are copied in at once, file bytes are read into their
+ * place, several files at a time, so no per-file buffer is allocated and then concatenated.
  */
-async function* readAhead(
-  entries: AsyncIterable<TarSource> | Iterable<TarSource>,
-): AsyncGenerator<{ entry: TarSource; body: Promise<Buffer> | undefined }> {
-  const window: { entry: TarSource; body: Promise<Buffer> | undefined }[] = [];
-  for await (const entry of entries) {
-    window.push({ entry, body: smallBody(entry) });
-    if (window.length >= READ_AHEAD_ENTRIES) yield window.shift() as (typeof window)[number];
+class ArchiveChunk {
+  private used = 0;
+  private readonly reads: Promise<void>[] = [];
+
+  constructor(private readonly buffer: Buffer) {}
+
+  get full(): boolean {
+    return this.used === this.buffer.length || this.reads.length >= MAX_READS_PER_CHUNK;
   }
-  yield* window;
+
+  /** Copies as much of `bytes` as fits; returns how much did. */
+  copy(bytes: Buffer): number {
+    const length = bytes.copy(this.buffer, this.used);
+    this.used += length;
+    return length;
+  }
+
+  /** Adds up to `count` zero bytes; returns how many fit. */
+  zeros(count: number): number {
+    const length = Math.min(count, this.buffer.length - this.used);
+    this.buffer.fill(0, this.used, this.used + length);
+    this.used += length;
+    return length;
+  }
+
+  /** Starts reading the next piece of `source` that fits; its file is closed after the last. */
+  read(source: BodySource): void {
+    const length = Math.min(this.buffer.length - this.used, source.size - source.placed);
+    const [offset, position] = [this.used, source.placed];
+    const piece = source.fd.then((fd) => readFully(fd, this.buffer, offset, length, position));
+    source.placed += length;
+    this.used += length;
+    this.reads.push(source.placed < source.size ? piece : piece.finally(() => closeSource(source)));
+  }
+
+  /** The filled bytes, once every read into them is over. */
+  async bytes(): Promise<Buffer> {
+    // Every read ends before a failure is reported: none may still write into a dropped chunk.
+    const failed = (await Promise.allSettled(this.reads)).find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    return this.buffer.subarray(0, this.used);
+  }
+
+  /** Waits out the reads without failing, for a chunk that will never be sent. */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.reads);
+  }
 }
 
 /** One entry to archive: its header and, for files, the absolute path its bytes come from. */
@@ -149,49 +227,89 @@ export interface TarSource extends TarEntryHeader {
   sourcePath?: string;
 }
 
-/** Streams `entries` as a tar archive; each file is read when its turn comes. */
-export function tarStream(entries: AsyncIterable<TarSource> | Iterable<TarSource>): Readable {
-  async function* generate(): AsyncGenerator<Buffer> {
-    // Headers and small files are batched into larger chunks; big files stream in 1 MiB reads.
-    let batch: Buffer[] = [];
-    let batched = 0;
-    const take = (): Buffer => {
-      const out = Buffer.concat(batch, batched);
-      batch = [];
-      batched = 0;
-      return out;
-    };
-    for await (const { entry, body: prefetched } of readAhead(entries)) {
-      batch.push(encodeHeader(entry));
-      batched += batch[batch.length - 1]?.length ?? 0;
-      const hasBody = entry.type === 'file' && entry.size > 0 && entry.sourcePath !== undefined;
-      if (hasBody && entry.size <= SMALL_FILE_BYTES) {
-        const body = await (prefetched as Promise<Buffer>);
-        batch.push(body);
-        batched += body.length;
-      } else if (hasBody) {
-        if (batched > 0) yield take();
-        let sent = 0;
-        const stream = createReadStream(entry.sourcePath as string, {
-          end: entry.size - 1,
-          highWaterMark: 1024 * 1024,
-        });
-        for await (const chunk of stream) {
-          const buffer = chunk as Buffer;
-          sent += buffer.length;
-          yield buffer;
-        }
-        // A file that shrank while being read is padded so the archive stays well-formed.
-        if (sent < entry.size) yield Buffer.alloc(entry.size - sent);
-        yield padding(entry.size);
-      }
-      if (batched >= BATCH_BYTES) yield take();
+type TarEntries = AsyncIterable<TarSource> | Iterable<TarSource>;
+
+/** The archive of `entries` as chunks of up to 1 MiB, each handed out once its reads are over. */
+async function* archiveChunks(entries: TarEntries, buffers: ChunkBuffers): AsyncGenerator<Buffer> {
+  let chunk = new ArchiveChunk(buffers.take());
+  // Full chunks wait here with their reads running until the consumer asks for them.
+  const filled: ArchiveChunk[] = [chunk];
+  let source: BodySource | undefined;
+  const startNext = async function* (): AsyncGenerator<Buffer> {
+    chunk = new ArchiveChunk(buffers.take());
+    filled.push(chunk);
+    if (filled.length > READ_AHEAD_CHUNKS + 1) yield await (filled.shift() as ArchiveChunk).bytes();
+  };
+  const putAll = async function* (bytes: Buffer): AsyncGenerator<Buffer> {
+    for (let rest = bytes; rest.length > 0; rest = rest.subarray(chunk.copy(rest))) {
+      if (chunk.full) yield* startNext();
     }
-    batch.push(ZERO_BLOCK, ZERO_BLOCK);
-    batched += 2 * BLOCK;
-    yield take();
+  };
+  try {
+    for await (const entry of entries) {
+      yield* putAll(encodeHeader(entry));
+      if (entry.type !== 'file' || entry.size === 0 || entry.sourcePath === undefined) continue;
+      source = { fd: openFile(entry.sourcePath, 'r'), size: entry.size, placed: 0 };
+      while (source.placed < source.size) {
+        if (chunk.full) yield* startNext();
+        chunk.read(source);
+      }
+      source = undefined;
+      for (let pad = paddingBytes(entry.size); pad > 0; pad -= chunk.zeros(pad)) {
+        if (chunk.full) yield* startNext();
+      }
+    }
+    yield* putAll(Buffer.alloc(2 * BLOCK));
+    while (filled.length > 0) yield await (filled.shift() as ArchiveChunk).bytes();
+  } finally {
+    // On an error or an abandoned archive: no read left running, no descriptor left open.
+    await Promise.all(filled.map((pending) => pending.settle()));
+    if (source) await closeSource(source);
   }
-  return Readable.from(generate(), { objectMode: false });
+}
+
+/** Streams `entries` as a tar archive, reading files a few chunks ahead of the consumer. */
+export function tarStream(entries: TarEntries): Readable {
+  return Readable.from(archiveChunks(entries, new ChunkBuffers()), { objectMode: false });
+}
+
+export class TarDestinationClosedError extends Error {
+  override readonly name = 'TarDestinationClosedError';
+}
+
+/** Resolves once `stream` drains; rejects if it closes or fails first. */
+function drained(stream: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const settle = (err?: Error): void => {
+      stream.off('drain', settle).off('close', onClose).off('error', settle);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onClose = (): void => settle(new TarDestinationClosedError('the destination closed'));
+    if (stream.destroyed) return onClose();
+    stream.on('drain', settle).on('close', onClose).on('error', settle);
+  });
+}
+
+/**
+ * Writes the archive of `entries` to `destination` and ends it, honouring back-pressure and
+ * reusing each chunk's memory once the destination has written it. `onChunk` sees every chunk
+ * (for byte counters). Rejects with `TarDestinationClosedError` if the destination goes away.
+ */
+export async function writeTar(
+  entries: TarEntries,
+  destination: Writable,
+  onChunk: (chunk: Buffer) => void = () => undefined,
+): Promise<void> {
+  const buffers = new ChunkBuffers();
+  for await (const chunk of archiveChunks(entries, buffers)) {
+    onChunk(chunk);
+    const more = destination.write(chunk, (err) => {
+      if (!err) buffers.give(chunk);
+    });
+    if (!more) await drained(destination);
+  }
+  destination.end();
 }
 
 /** Every directory, regular file and symlink under `root`, in sorted path order. */

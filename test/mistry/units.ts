@@ -13,7 +13,8 @@ import {
 } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable, Writable } from 'node:stream';
 import t from 'tap';
 import {
   formatIndexTime,
@@ -27,8 +28,10 @@ import { InputError, parseDuration, parseParams } from '../../src/mistry/client/
 import {
   encodeHeader,
   readTar,
+  TarDestinationClosedError,
   tarStream,
   walkTree,
+  writeTar,
   type TarEntryHeader,
 } from '../../src/mistry/tar.js';
 import { extractTar } from '../../src/mistry/client/extract.js';
@@ -272,6 +275,61 @@ t.test('tar: written archives parse whole, byte by byte and at every split', asy
   const corrupt = Buffer.from(archive);
   corrupt[0] = 0x41;
   await t.rejects(parseChunks([corrupt]), /checksum/);
+});
+
+t.test('tar: files larger than a chunk and many small ones keep every byte', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'mst-tar-big-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  // 2.5 MiB spans three 1 MiB chunks; 80 small files exceed the reads allowed in one chunk.
+  const contents = new Map<string, Buffer>([['big', randomBytes(2.5 * 1024 * 1024 + 300)]]);
+  contents.set('edge', randomBytes(1024 * 1024 - 100));
+  for (let i = 0; i < 80; i++)
+    contents.set(`small-${String(i).padStart(2, '0')}`, randomBytes(i * 97));
+  for (const [name, data] of contents) await writeFile(join(dir, name), data);
+  const bodies = async (archive: Buffer): Promise<Map<string, Buffer>> => {
+    const out = new Map<string, Buffer>();
+    let name = '';
+    let parts: Buffer[] = [];
+    await readTar(Readable.from([archive]), {
+      entry: (header) => {
+        [name, parts] = [header.name, []];
+      },
+      data: (chunk) => void parts.push(Buffer.from(chunk)),
+      end: () => void out.set(name, Buffer.concat(parts)),
+    });
+    return out;
+  };
+  const streamed = await collect(tarStream(walkTree(dir)));
+  t.equal(streamed.length % 512, 0);
+  // Digests, not bytes: a mismatch then reports which file, not megabytes of diff.
+  const digests = (files: Map<string, Buffer>): Record<string, string> =>
+    Object.fromEntries(
+      [...files].map(([name, data]) => [name, createHash('sha256').update(data).digest('hex')]),
+    );
+  t.same(digests(await bodies(streamed)), digests(contents));
+
+  // writeTar honours back-pressure of a slow destination and produces the same archive.
+  const chunks: Buffer[] = [];
+  const slow = new Writable({
+    highWaterMark: 1024,
+    write: (chunk: Buffer, _encoding, done) => {
+      chunks.push(Buffer.from(chunk));
+      setImmediate(done);
+    },
+  });
+  let counted = 0;
+  await writeTar(walkTree(dir), slow, (chunk) => (counted += chunk.length));
+  t.ok(Buffer.concat(chunks).equals(streamed), 'writeTar writes the tarStream bytes');
+  t.equal(counted, streamed.length, 'every chunk is counted');
+
+  const gone = new Writable({
+    highWaterMark: 1024,
+    write: (_chunk, _encoding, done) => {
+      gone.destroy();
+      done();
+    },
+  });
+  await t.rejects(writeTar(walkTree(dir), gone), TarDestinationClosedError);
 });
 
 t.test('extraction refuses escapes and symlink writes', async (t) => {

@@ -17,8 +17,8 @@ import {
   rmSync,
   symlinkSync,
   utimesSync,
-  write,
-  writeSync,
+  writev,
+  writevSync,
 } from 'node:fs';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
@@ -30,13 +30,28 @@ export class ExtractError extends Error {
   override readonly name = 'ExtractError';
 }
 
-const writeChunk = promisify(write);
+const writeChunks = promisify(writev);
 
-async function writeAll(fd: number, data: Buffer): Promise<void> {
-  let written = 0;
-  while (written < data.length) {
-    written += (await writeChunk(fd, data, written, data.length - written, null)).bytesWritten;
+/** What is left of `chunks` once its first `written` bytes are gone. */
+function after(chunks: Buffer[], written: number): Buffer[] {
+  let skip = written;
+  let index = 0;
+  while (index < chunks.length && skip >= chunks[index].length) skip -= chunks[index++].length;
+  const rest = chunks.slice(index);
+  if (skip > 0) rest[0] = rest[0].subarray(skip);
+  return rest;
+}
+
+// Chunks go to the file as they came off the socket, with one gathering write: no copy into one
+// buffer first. A short write (rare on a regular file) writes the rest again.
+async function writeAll(fd: number, chunks: Buffer[]): Promise<void> {
+  for (let rest = chunks; rest.length > 0;) {
+    rest = after(rest, (await writeChunks(fd, rest)).bytesWritten);
   }
+}
+
+function writeAllSync(fd: number, chunks: Buffer[]): void {
+  for (let rest = chunks; rest.length > 0;) rest = after(rest, writevSync(fd, rest));
 }
 
 function lstatOrUndefined(path: string): ReturnType<typeof lstatSync> | undefined {
@@ -60,10 +75,9 @@ export async function extractTar(input: AsyncIterable<Buffer>, root: string): Pr
   const flush = async (): Promise<void> => {
     await inFlight;
     if (fd === undefined || pendingBytes === 0) return;
-    const data = pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes);
+    inFlight = writeAll(fd, pending);
     pending = [];
     pendingBytes = 0;
-    inFlight = writeAll(fd, data);
   };
 
   const ensureParents = (parts: string[]): void => {
@@ -129,15 +143,9 @@ export async function extractTar(input: AsyncIterable<Buffer>, root: string): Pr
         try {
           // The tail (all of a small file) is written in place: no pool round trip per file.
           await inFlight;
-          if (pendingBytes > 0) {
-            const data = Buffer.concat(pending, pendingBytes);
-            pending = [];
-            pendingBytes = 0;
-            let written = 0;
-            while (written < data.length) {
-              written += writeSync(handle, data, written, data.length - written);
-            }
-          }
+          writeAllSync(handle, pending);
+          pending = [];
+          pendingBytes = 0;
           fchmodSync(handle, header.mode & 0o7777);
           futimesSync(handle, header.mtimeS, header.mtimeS);
         } finally {

@@ -11,7 +11,7 @@ import type { Registry } from 'prom-client';
 import { orderedBuildInfo, type BuildInfo } from '../build-info.js';
 import { JOB_ID_PATTERN } from '../job-id.js';
 import type { Logger } from '../../common/logger.js';
-import { tarStream, walkTree } from '../tar.js';
+import { TarDestinationClosedError, walkTree, writeTar } from '../tar.js';
 import {
   RequestError,
   type Admission,
@@ -399,19 +399,19 @@ export class MistryHttp {
     };
     res.once('close', release);
     res.writeHead(200, { 'Content-Type': 'application/x-tar' });
-    const tar = tarStream(walkTree(artifactsDir));
-    tar.on('data', (chunk: Buffer) =>
-      this.options.metrics.artifactBytes.inc({ project: where.project }, chunk.length),
-    );
-    tar.on('error', (err) => {
-      this.options.logger.error('artifact stream failed', {
-        project: where.project,
-        id: where.id,
-        err,
-      });
-      res.destroy(err);
+    const counted = (chunk: Buffer): void =>
+      this.options.metrics.artifactBytes.inc({ project: where.project }, chunk.length);
+    writeTar(walkTree(artifactsDir), res, counted).catch((err: unknown) => {
+      // A client that went away mid-download is no failure of ours.
+      if (!(err instanceof TarDestinationClosedError)) {
+        this.options.logger.error('artifact stream failed', {
+          project: where.project,
+          id: where.id,
+          err,
+        });
+      }
+      res.destroy(err as Error);
     });
-    tar.pipe(res);
   }
 
   private async jobPage(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
