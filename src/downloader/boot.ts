@@ -172,3 +172,41 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener('abort', done, { once: true });
   });
 }
+
+export interface PollLoopOptions {
+  name: string;
+  everyMs: number;
+  round: () => Promise<void>;
+  /** Checked before each round and after it: true ends the loop. */
+  closing: () => boolean;
+  /** Aborted on shutdown; cuts the sleep between rounds short. */
+  stopping: AbortSignal;
+  logger: Logger;
+  /** Counted once per failed round. */
+  onError: () => void;
+  /** Receives, before each round, the function that skips the next sleep. */
+  armWake?: (wake: () => void) => void;
+}
+
+/**
+ * Runs `round` every `everyMs` until shutdown: sooner when woken, and a failed round is logged and
+ * counted, never fatal. The shape of the processor's and notifier's claim and reclaim loops.
+ */
+export async function pollLoop(options: PollLoopOptions): Promise<void> {
+  while (!options.closing()) {
+    // Armed before the round, so a wake-up that arrives while it runs skips the next sleep.
+    const woken = new AbortController();
+    options.armWake?.(() => woken.abort());
+    try {
+      await options.round();
+    } catch (err) {
+      options.onError();
+      options.logger.warn('loop_error', {
+        loop: options.name,
+        err: err instanceof Error ? err.message : String(err),
+      });
+    }
+    if (options.closing()) break;
+    await sleep(options.everyMs, AbortSignal.any([woken.signal, options.stopping]));
+  }
+}

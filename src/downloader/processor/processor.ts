@@ -11,7 +11,7 @@ import type Bottleneck from 'bottleneck';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../../common/logger.js';
 import { VERSION } from '../../common/version.js';
-import { sleep, type StatsRecorder } from '../boot.js';
+import { pollLoop, sleep, type StatsRecorder } from '../boot.js';
 import type { Claim, JobBus } from '../bus.js';
 import type { DownloaderConfig } from '../config.js';
 import type { JobSpec } from '../job.js';
@@ -98,24 +98,17 @@ export class Processor {
     this.wake?.();
   }
 
-  /** Runs `round` every `everyMs` (sooner when nudged) until shutdown; failures are logged. */
-  private async loop(name: string, everyMs: number, round: () => Promise<void>): Promise<void> {
-    while (!this.closing) {
-      // Armed before the round, so a nudge that arrives while it runs skips the next sleep.
-      const nudged = new AbortController();
-      if (name === 'claim') this.wake = () => nudged.abort();
-      try {
-        await round();
-      } catch (err) {
-        this.deps.metrics.redisErrors.inc();
-        this.deps.logger.warn('loop_error', {
-          loop: name,
-          err: err instanceof Error ? err.message : String(err),
-        });
-      }
-      if (this.closing) break;
-      await sleep(everyMs, AbortSignal.any([nudged.signal, this.stopping.signal]));
-    }
+  private loop(name: string, everyMs: number, round: () => Promise<void>): Promise<void> {
+    return pollLoop({
+      name,
+      everyMs,
+      round,
+      closing: () => this.closing,
+      stopping: this.stopping.signal,
+      logger: this.deps.logger,
+      onError: () => this.deps.metrics.redisErrors.inc(),
+      armWake: name === 'claim' ? (wake) => (this.wake = wake) : undefined,
+    });
   }
 
   // ---- claiming ----
