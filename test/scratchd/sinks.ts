@@ -294,8 +294,20 @@ t.test(
     await eventually(() => files(root).every((f) => f.endsWith('.jsonl')), 10_000);
     t.pass('the age limit closed the last open file');
     await post(`${app.base}/e`, JSON.stringify({ id: 'f-last' }));
-    await eventually(() => files(root).some((f) => f.endsWith('.open')), 5000, 20);
-    const open = files(root).find((f) => f.endsWith('.open')) ?? '';
+    // The tenant is `queued`: an event still in memory at SIGKILL may be lost (§3.9), so the kill
+    // waits until f-last is a whole line in the open segment, which is the state A13 is about.
+    // The segment file appears before its first write, so its mere existence is not enough.
+    let open = '';
+    await eventually(
+      () => {
+        open = files(root).find((f) => f.endsWith('.open')) ?? '';
+        if (open === '') return false;
+        const text = readFileSync(open, 'utf8');
+        return text.endsWith('\n') && text.includes('"id":"f-last"');
+      },
+      5000,
+      10,
+    );
     t.equal(await app.cli.stop('SIGKILL'), 'SIGKILL');
     const { appendFileSync } = await import('node:fs');
     appendFileSync(open, '{"v":1,"id":"torn"');
