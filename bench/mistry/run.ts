@@ -34,7 +34,15 @@ async function writeProject(projects: string, name: string, script: string): Pro
   await copyFile('/bin/busybox', join(dir, 'busybox'));
   await writeFile(
     join(dir, 'Dockerfile'),
-    'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox","--install","-s","/bin"]\nCOPY run.sh /\nWORKDIR /data\nENTRYPOINT ["/run.sh"]\n',
+    [
+      'FROM scratch',
+      'COPY busybox /bin/busybox',
+      'RUN ["/bin/busybox","--install","-s","/bin"]',
+      'COPY run.sh /',
+      'WORKDIR /data',
+      'ENTRYPOINT ["/run.sh"]',
+      '',
+    ].join('\n'),
   );
   await writeFile(join(dir, 'run.sh'), `#!/bin/sh\n${script}\n`);
   await chmod(join(dir, 'run.sh'), 0o755);
@@ -152,7 +160,8 @@ async function cacheHitLatency(root: string, projects: string, build: string): P
     const p95 = quantile(hits, 0.95) / quantile(statics, 0.95);
     report(
       'cache-hit latency (median ratio)',
-      `${quantile(hits, 0.5).toFixed(3)} ms / ${quantile(statics, 0.5).toFixed(3)} ms = ${ratio.toFixed(2)}x, p95 ${p95.toFixed(2)}x`,
+      `${quantile(hits, 0.5).toFixed(3)} ms / ${quantile(statics, 0.5).toFixed(3)} ms` +
+        ` = ${ratio.toFixed(2)}x, p95 ${p95.toFixed(2)}x`,
       { ok: ratio <= 3, text: '<= 3x' },
     );
   } finally {
@@ -224,7 +233,17 @@ async function incrementalSetup(root: string, projects: string): Promise<void> {
     await writeProject(
       projects,
       'bigcache',
-      `if [ ! -f cache/done ]; then n=$(cat params/mib); i=0; while [ $i -lt 64 ]; do head -c $((n * 16384)) /dev/urandom > cache/f$i; i=$((i+1)); done; touch cache/done; fi\ncat params/v > artifacts/v`,
+      // A cache of 64 files totalling params/mib MiB, written once; later builds only reuse it.
+      [
+        'if [ ! -f cache/done ]; then',
+        '  n=$(cat params/mib); i=0',
+        '  while [ $i -lt 64 ]; do',
+        '    head -c $((n * 16384)) /dev/urandom > cache/f$i; i=$((i+1))',
+        '  done',
+        '  touch cache/done',
+        'fi',
+        'cat params/v > artifacts/v',
+      ].join('\n'),
     );
     const measure = async (fs: string, mib: number): Promise<number> => {
       const build = join(mount, `${fs}-${mib}`);
@@ -260,11 +279,13 @@ async function incrementalSetup(root: string, projects: string): Promise<void> {
     const btrfsSmall = await measure('btrfs', 1);
     report(
       `incremental setup (${CACHE_MIB} MiB cache)`,
-      `btrfs ${(btrfsBig * 1000).toFixed(1)} ms / plain ${(plainBig * 1000).toFixed(1)} ms = ${(btrfsBig / plainBig).toFixed(4)}`,
+      `btrfs ${(btrfsBig * 1000).toFixed(1)} ms / plain ${(plainBig * 1000).toFixed(1)} ms` +
+        ` = ${(btrfsBig / plainBig).toFixed(4)}`,
     );
     report(
       'incremental setup btrfs big/1 MiB',
-      `${(btrfsBig * 1000).toFixed(1)} ms / ${(btrfsSmall * 1000).toFixed(1)} ms = ${(btrfsBig / btrfsSmall).toFixed(2)}`,
+      `${(btrfsBig * 1000).toFixed(1)} ms / ${(btrfsSmall * 1000).toFixed(1)} ms` +
+        ` = ${(btrfsBig / btrfsSmall).toFixed(2)}`,
     );
   } finally {
     await run('umount', [mount]).catch(() => run('umount', ['-l', mount]));
@@ -287,7 +308,13 @@ async function download(root: string, projects: string, build: string): Promise<
   await writeProject(
     projects,
     'bigart',
-    `head -c $((${bigMib} * 1048576)) /dev/urandom > artifacts/big\nmkdir artifacts/small; i=0; while [ $i -lt ${smallCount} ]; do head -c $((${smallKib} * 1024)) /dev/urandom > artifacts/small/f$i; i=$((i+1)); done`,
+    [
+      `head -c $((${bigMib} * 1048576)) /dev/urandom > artifacts/big`,
+      'mkdir artifacts/small; i=0',
+      `while [ $i -lt ${smallCount} ]; do`,
+      `  head -c $((${smallKib} * 1024)) /dev/urandom > artifacts/small/f$i; i=$((i+1))`,
+      'done',
+    ].join('\n'),
   );
   const rsyncPort = await freePort();
   const server = await startServer(root, {
@@ -334,12 +361,16 @@ async function download(root: string, projects: string, build: string): Promise<
     const ratio = quantile(http, 0.5) / quantile(rsync, 0.5);
     report(
       `artifact download (${ARTIFACT_MIB} MiB)`,
-      `http ${quantile(http, 0.5).toFixed(0)} MiB/s / rsync ${quantile(rsync, 0.5).toFixed(0)} MiB/s = ${ratio.toFixed(2)}`,
+      `http ${quantile(http, 0.5).toFixed(0)} MiB/s` +
+        ` / rsync ${quantile(rsync, 0.5).toFixed(0)} MiB/s = ${ratio.toFixed(2)}`,
       {
         ok: ratio >= 0.8,
         text: '>= 0.8',
       },
     );
+  } catch (err) {
+    process.stderr.write(`mistry-server output:\n${server.output.join('').slice(-4000)}\n`);
+    throw err;
   } finally {
     await stopServer(server);
   }

@@ -118,6 +118,25 @@ const openFile = promisify(open);
 const readFile = promisify(read);
 const closeFile = promisify(close);
 
+/** The file calls an archive makes; a test passes slowed-down ones to check their ordering. */
+export interface TarFiles {
+  open(path: string): Promise<number>;
+  read(
+    fd: number,
+    target: Buffer,
+    offset: number,
+    length: number,
+    position: number,
+  ): Promise<{ bytesRead: number }>;
+  close(fd: number): Promise<void>;
+}
+
+const nodeFiles: TarFiles = {
+  open: (path) => openFile(path, 'r'),
+  read: (fd, target, offset, length, position) => readFile(fd, target, offset, length, position),
+  close: closeFile,
+};
+
 /**
  * The memory chunks are built in. Buffers given back once written are used again: a download
  * then allocates a handful of chunks instead of its whole size, which the garbage collector
@@ -140,14 +159,18 @@ class ChunkBuffers {
 
 /** The file behind one entry's body while its bytes are copied into chunks. */
 interface BodySource {
+  files: TarFiles;
   fd: Promise<number>;
   size: number;
   /** Bytes of the body already given a place in a chunk. */
   placed: number;
+  /** Reads of its pieces so far, in several chunks and running at once. */
+  pieces: Promise<void>[];
 }
 
 /** Reads `length` bytes at `position` into `target` at `offset`; zeros where the file came up short. */
 async function readFully(
+  files: TarFiles,
   fd: number,
   target: Buffer,
   offset: number,
@@ -156,7 +179,13 @@ async function readFully(
 ): Promise<void> {
   let done = 0;
   while (done < length) {
-    const { bytesRead } = await readFile(fd, target, offset + done, length - done, position + done);
+    const { bytesRead } = await files.read(
+      fd,
+      target,
+      offset + done,
+      length - done,
+      position + done,
+    );
     if (bytesRead === 0) break;
     done += bytesRead;
   }
@@ -166,7 +195,10 @@ async function readFully(
 
 /** Closes a body's file once its reads are over; a failed open has nothing to close. */
 function closeSource(source: BodySource): Promise<void> {
-  return source.fd.then(closeFile, () => undefined);
+  return source.fd.then(
+    (fd) => source.files.close(fd),
+    () => undefined,
+  );
 }
 
 /**
@@ -202,10 +234,20 @@ class ArchiveChunk {
   read(source: BodySource): void {
     const length = Math.min(this.buffer.length - this.used, source.size - source.placed);
     const [offset, position] = [this.used, source.placed];
-    const piece = source.fd.then((fd) => readFully(fd, this.buffer, offset, length, position));
+    const piece = source.fd.then((fd) =>
+      readFully(source.files, fd, this.buffer, offset, length, position),
+    );
     source.placed += length;
     this.used += length;
-    this.reads.push(source.placed < source.size ? piece : piece.finally(() => closeSource(source)));
+    source.pieces.push(piece);
+    if (source.placed < source.size) {
+      this.reads.push(piece);
+      return;
+    }
+    // The last piece may finish before earlier ones in other chunks: the descriptor is closed once
+    // every piece is over, or a late read would hit a closed, or reused, descriptor.
+    const closed = Promise.allSettled(source.pieces).then(() => closeSource(source));
+    this.reads.push(piece.finally(() => closed));
   }
 
   /** The filled bytes, once every read into them is over. */
@@ -230,7 +272,11 @@ export interface TarSource extends TarEntryHeader {
 type TarEntries = AsyncIterable<TarSource> | Iterable<TarSource>;
 
 /** The archive of `entries` as chunks of up to 1 MiB, each handed out once its reads are over. */
-async function* archiveChunks(entries: TarEntries, buffers: ChunkBuffers): AsyncGenerator<Buffer> {
+async function* archiveChunks(
+  entries: TarEntries,
+  buffers: ChunkBuffers,
+  files: TarFiles,
+): AsyncGenerator<Buffer> {
   let chunk = new ArchiveChunk(buffers.take());
   // Full chunks wait here with their reads running until the consumer asks for them.
   const filled: ArchiveChunk[] = [chunk];
@@ -249,7 +295,8 @@ async function* archiveChunks(entries: TarEntries, buffers: ChunkBuffers): Async
     for await (const entry of entries) {
       yield* putAll(encodeHeader(entry));
       if (entry.type !== 'file' || entry.size === 0 || entry.sourcePath === undefined) continue;
-      source = { fd: openFile(entry.sourcePath, 'r'), size: entry.size, placed: 0 };
+      const fd = files.open(entry.sourcePath);
+      source = { files, fd, size: entry.size, placed: 0, pieces: [] };
       while (source.placed < source.size) {
         if (chunk.full) yield* startNext();
         chunk.read(source);
@@ -269,8 +316,8 @@ async function* archiveChunks(entries: TarEntries, buffers: ChunkBuffers): Async
 }
 
 /** Streams `entries` as a tar archive, reading files a few chunks ahead of the consumer. */
-export function tarStream(entries: TarEntries): Readable {
-  return Readable.from(archiveChunks(entries, new ChunkBuffers()), { objectMode: false });
+export function tarStream(entries: TarEntries, files: TarFiles = nodeFiles): Readable {
+  return Readable.from(archiveChunks(entries, new ChunkBuffers(), files), { objectMode: false });
 }
 
 export class TarDestinationClosedError extends Error {
@@ -300,9 +347,10 @@ export async function writeTar(
   entries: TarEntries,
   destination: Writable,
   onChunk: (chunk: Buffer) => void = () => undefined,
+  files: TarFiles = nodeFiles,
 ): Promise<void> {
   const buffers = new ChunkBuffers();
-  for await (const chunk of archiveChunks(entries, buffers)) {
+  for await (const chunk of archiveChunks(entries, buffers, files)) {
     onChunk(chunk);
     const more = destination.write(chunk, (err) => {
       if (!err) buffers.give(chunk);

@@ -11,6 +11,8 @@ import {
   writeFile,
   lstat,
 } from 'node:fs/promises';
+import { close as fsClose, open as fsOpen, read as fsRead } from 'node:fs';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
@@ -30,6 +32,7 @@ import {
   readTar,
   TarDestinationClosedError,
   tarStream,
+  type TarFiles,
   walkTree,
   writeTar,
   type TarEntryHeader,
@@ -330,6 +333,47 @@ t.test('tar: files larger than a chunk and many small ones keep every byte', asy
     },
   });
   await t.rejects(writeTar(walkTree(dir), gone), TarDestinationClosedError);
+});
+
+t.test('tar: a file spanning chunks keeps its descriptor until every piece is read', async (t) => {
+  // A file's pieces land in several chunks whose reads run at once, so its last piece can finish
+  // first. Closing then made the slower piece fail with EBADF, or read another file once the
+  // descriptor number was reused by the next open. Here the first piece is held back on purpose.
+  const dir = await mkdtemp(join(tmpdir(), 'mst-tar-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const big = randomBytes(2.5 * 1024 * 1024);
+  await writeFile(join(dir, 'big'), big);
+  await writeFile(join(dir, 'small'), 'after');
+  const open = promisify(fsOpen);
+  const read = promisify(fsRead);
+  const reading = new Map<number, number>();
+  const closedEarly: number[] = [];
+  const files: TarFiles = {
+    open: (path) => open(path, 'r'),
+    read: async (fd, target, offset, length, position) => {
+      reading.set(fd, (reading.get(fd) ?? 0) + 1);
+      try {
+        if (position === 0 && length > 1024) await new Promise((r) => setTimeout(r, 300));
+        return await read(fd, target, offset, length, position);
+      } finally {
+        reading.set(fd, (reading.get(fd) ?? 1) - 1);
+      }
+    },
+    close: async (fd) => {
+      if ((reading.get(fd) ?? 0) > 0) closedEarly.push(fd);
+      await promisify(fsClose)(fd);
+    },
+  };
+  const bodies = new Map<string, Buffer[]>();
+  let name = '';
+  await readTar(tarStream(walkTree(dir), files), {
+    entry: (header) => void bodies.set((name = header.name), []),
+    data: (chunk) => void bodies.get(name)?.push(Buffer.from(chunk)),
+    end: () => undefined,
+  });
+  t.same(closedEarly, [], 'no descriptor closed while a read on it was running');
+  t.ok(Buffer.concat(bodies.get('big') ?? []).equals(big), 'the big file is whole');
+  t.equal(Buffer.concat(bodies.get('small') ?? []).toString(), 'after');
 });
 
 t.test('extraction refuses escapes and symlink writes', async (t) => {
