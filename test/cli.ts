@@ -1,6 +1,7 @@
 // End-to-end checks of the router itself, against the built executable.
 import t from 'tap';
-import { runCli } from './helpers/cli.js';
+import { runCli, spawnCli } from './helpers/cli.js';
+import { KAFKA_BROKERS } from './helpers/services.js';
 
 const SUBCOMMANDS = [
   'scratchd',
@@ -36,4 +37,24 @@ t.test('an unknown subcommand fails with a hint', async (t) => {
   t.equal(code, 1);
   t.match(stderr, /unknown command 'frobnicate'/);
   t.match(stderr, /--help/);
+});
+
+t.test('a Kafka client starts without runtime warnings on stderr', async (t) => {
+  // kafkajs arms a negative timer when it connects, which Node 24+ reports as
+  // TimeoutNegativeWarning on every start; the executable's embedded flags silence that one kind.
+  const rafka = spawnCli(t, [
+    'rafka',
+    '-c',
+    'packaging/etc/rafka/librdkafka.json',
+    '-b',
+    KAFKA_BROKERS,
+    '--host',
+    '127.0.0.1',
+    '--port',
+    '0',
+    '--no-metrics',
+  ]);
+  await rafka.waitForLine(/"Kafka client connected".*"role":"producer"/);
+  t.equal(await rafka.stop('SIGTERM'), 0);
+  t.notMatch(rafka.stderr.join('\n'), /Warning/, 'no warning printed');
 });
