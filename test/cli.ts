@@ -47,7 +47,7 @@ t.test('a Kafka client starts without runtime warnings on stderr', async (t) => 
     '-c',
     'packaging/etc/rafka/librdkafka.json',
     '-b',
-    KAFKA_BROKERS,
+    KAFKA_BROKERS.join(','),
     '--host',
     '127.0.0.1',
     '--port',
