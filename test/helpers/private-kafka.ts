@@ -4,7 +4,7 @@
  * cached, with the same server.properties template, on free loopback ports and a temp data dir.
  * Teardown always kills it, and a watchdog kills it too should the test process die first.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import {
@@ -108,8 +108,9 @@ function writeProperties(dir: string, port: number, controllerPort: number): str
   return path;
 }
 
-function format(classpath: string, properties: string): void {
-  const result = spawnSync(
+/** Formats the data dir as services.sh does; its pid goes to kafka.pid for the watchdog. */
+async function format(dir: string, classpath: string, properties: string): Promise<void> {
+  const child = spawn(
     'java',
     [
       ...JVM_OPTIONS,
@@ -123,12 +124,19 @@ function format(classpath: string, properties: string): void {
       '-c',
       properties,
     ],
-    { encoding: 'utf8', timeout: 60_000 },
+    { stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  if (result.error !== undefined)
-    throw new Error(`cannot run java (scripts/services.sh install): ${result.error.message}`);
-  if (result.status !== 0)
-    throw new Error(`kafka storage format failed: ${result.stdout}${result.stderr}`);
+  writeFileSync(join(dir, 'kafka.pid'), String(child.pid ?? ''));
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const [code, error] = await new Promise<[number | null, Error | undefined]>((done) => {
+    child.once('error', (err) => done([null, err]));
+    child.once('close', (status) => done([status, undefined]));
+  });
+  if (error !== undefined)
+    throw new Error(`cannot run java (scripts/services.sh install): ${error.message}`);
+  if (code !== 0) throw new Error(`kafka storage format failed (${code}): ${output}`);
 }
 
 /**
@@ -257,7 +265,7 @@ export async function privateKafka(t: Test): Promise<PrivateKafka> {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  format(classpath, properties);
+  await format(dir, classpath, properties);
   await start();
 
   return {
