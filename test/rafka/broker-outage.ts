@@ -183,8 +183,7 @@ t.test(
     await kafka.createTopics([topic]);
     const rafka = await startRafka(t, { brokers: kafka.brokers });
     const producer = await named(t, rafka.port);
-    const group = uniqueId('g');
-    const consumer = await named(t, rafka.port, group);
+    const consumer = await named(t, rafka.port);
 
     const before = Array.from({ length: 5 }, (_, i) => `p${i}`);
     for (const v of before) t.equal(await producer.call('RPUSHX', `topics:${topic}`, v), 1);
@@ -215,8 +214,6 @@ t.test(
       all.every((v) => fromLate.includes(v)),
       'the consumer registered during the outage reads the whole topic',
     );
-    const records = await kafka.read(topic, containsAll(all), 30_000);
-    t.equal(records.length, all.length, 'each message is in Kafka once');
     t.equal((await stats(producer))['producer.delivery.errors'], '0', 'no delivery errors');
     t.equal(await rafka.cli.stop('SIGTERM', 15_000), 0, 'exit 0: nothing left behind');
   },
