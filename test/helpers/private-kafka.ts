@@ -8,14 +8,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import {
+  closeSync,
   existsSync,
   mkdtempSync,
   openSync,
   readFileSync,
   readdirSync,
+  rmSync,
   writeFileSync,
 } from 'node:fs';
-import { closeSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
@@ -56,6 +57,8 @@ export interface PrivateKafka {
   /** `127.0.0.1:<port>`, for kafkajs and for rafka's `-b`. */
   readonly brokers: string[];
   readonly dir: string;
+  /** How long the storage format took (once, before the first start). */
+  readonly formatMs: number;
   /** How long the last start took until the broker answered an admin request. */
   readonly lastBootMs: number;
   /** A kafkajs client of this broker; the caller connects and disconnects what it makes. */
@@ -169,10 +172,17 @@ export async function privateKafka(t: Test): Promise<PrivateKafka> {
   const properties = writeProperties(dir, port, controllerPort);
   let child: ChildProcess | undefined;
   let exited: Promise<unknown> = Promise.resolve();
+  /** Set when java itself cannot be spawned (read through a call: it changes in a callback). */
+  const spawned: { error?: Error } = {};
+  const spawnError = (): Error | undefined => spawned.error;
+  let formatMs = 0;
   let lastBootMs = 0;
 
   const alive = (): boolean =>
-    child !== undefined && child.exitCode === null && child.signalCode === null;
+    child !== undefined &&
+    spawnError() === undefined &&
+    child.exitCode === null &&
+    child.signalCode === null;
 
   const client = (): Kafka =>
     new Kafka({
@@ -227,11 +237,15 @@ export async function privateKafka(t: Test): Promise<PrivateKafka> {
     );
     closeSync(out);
     const current = child;
+    spawned.error = undefined;
     exited = once(current, 'exit');
-    current.on('error', () => undefined);
+    current.on('error', (err) => (spawned.error = err));
     writeFileSync(join(dir, 'kafka.pid'), String(current.pid ?? ''));
     const deadline = Date.now() + BOOT_TIMEOUT_MS;
     for (;;) {
+      const error = spawnError();
+      if (error !== undefined)
+        throw new Error(`cannot run java: ${error.message}`, { cause: error });
       if (!alive()) throw new Error(`private kafka exited during start-up:\n${logTail()}`);
       if (await answers().catch(() => false)) break;
       if (Date.now() > deadline)
@@ -265,12 +279,17 @@ export async function privateKafka(t: Test): Promise<PrivateKafka> {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  const formatStarted = performance.now();
   await format(dir, classpath, properties);
+  formatMs = Math.round(performance.now() - formatStarted);
   await start();
 
   return {
     brokers,
     dir,
+    get formatMs() {
+      return formatMs;
+    },
     get lastBootMs() {
       return lastBootMs;
     },

@@ -8,7 +8,9 @@ import { RawClient, startRafka, testConfig, type Reply } from '../helpers/rafka.
 import { uniqueId } from '../helpers/services.js';
 
 const kafka = await privateKafka(t);
-t.comment(`private broker answered ${kafka.lastBootMs} ms after its start`);
+t.comment(
+  `private broker: format ${kafka.formatMs} ms, answered ${kafka.lastBootMs} ms after its start`,
+);
 
 async function named(t: Test, port: number, group = uniqueId('g')): Promise<RawClient> {
   const c = await RawClient.open(t, port);

@@ -36,7 +36,9 @@ t.test(
   'A16: with Kafka stopped behind rafka the sink retries, spools, and loses nothing',
   async (t) => {
     const kafka = await privateKafka(t);
-    t.comment(`private broker answered ${kafka.lastBootMs} ms after its start`);
+    t.comment(
+      `private broker: format ${kafka.formatMs} ms, answered ${kafka.lastBootMs} ms after its start`,
+    );
     const base = uniqueId('scr');
     const topic = `${base}.gr`;
     await kafka.createTopics([topic]);
@@ -120,9 +122,12 @@ t.test(
       30_000,
     );
     t.pass('the sink is healthy again and its replayed segments are deleted');
-    t.ok((await metric(app.admin, 'scratchd_spool_replayed_total', { sink: 'rafka' })) > 0);
+    t.ok(
+      (await metric(app.admin, 'scratchd_spool_replayed_total', { sink: 'rafka' })) > 0,
+      'the spooled events were replayed',
+    );
 
-    t.equal(await app.cli.stop('SIGTERM'), 0);
+    t.equal(await app.cli.stop('SIGTERM'), 0, 'scratchd stops cleanly');
     const lines = archiveLines(join(app.dataDir, 'events'));
     t.equal(lines.size, ids.length, 'the archive has every answered id');
     t.ok(
