@@ -49,9 +49,10 @@ export interface RafkaProcess {
   metricsPort: number;
 }
 
+/** Starts rafka on ephemeral ports, in front of the shared Kafka unless `brokers` is given. */
 export async function startRafka(
   t: Test,
-  options: { config?: unknown; args?: string[] } = {},
+  options: { config?: unknown; args?: string[]; brokers?: readonly string[] } = {},
 ): Promise<RafkaProcess> {
   const path = await writeConfig(t, options.config ?? testConfig());
   const cli = spawnCli(t, [
@@ -59,7 +60,7 @@ export async function startRafka(
     '-c',
     path,
     '-b',
-    KAFKA_BROKERS.join(','),
+    (options.brokers ?? KAFKA_BROKERS).join(','),
     '--host',
     '127.0.0.1',
     '--port',

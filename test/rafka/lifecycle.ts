@@ -238,8 +238,8 @@ t.test('SIGTERM with consumers and producers: order, no acked message lost, exit
 t.test(
   'with the broker unresponsive, SIGTERM exits 1 within T + 1 s and logs the leftovers',
   async (t) => {
-    // A listener that accepts and never answers stands in for a SIGSTOPped broker (the shared
-    // broker cannot be paused here).
+    // A listener that accepts and never answers stands in for a SIGSTOPped broker here; the
+    // real one, a private broker that is paused, is in broker-outage.ts.
     const { createServer } = await import('node:net');
     const sockets = new Set<import('node:net').Socket>();
     const hole = createServer((s) => {

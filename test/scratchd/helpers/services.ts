@@ -159,13 +159,20 @@ export interface Rafka {
   url: string;
 }
 
-/** Starts the project's rafka in front of the shared Kafka; undefined when it is not built yet. */
-export async function startRafka(t: Test, dir: string): Promise<Rafka | { notBuilt: string }> {
+/**
+ * Starts the project's rafka in front of the shared Kafka (or of `brokers`, such as a private
+ * broker's); undefined when it is not built yet.
+ */
+export async function startRafka(
+  t: Test,
+  dir: string,
+  brokers: readonly string[] = KAFKA_BROKERS,
+): Promise<Rafka | { notBuilt: string }> {
   const config = join(dir, 'librdkafka.json');
   writeFileSync(
     config,
     JSON.stringify({
-      general: { 'bootstrap.servers': KAFKA_BROKERS.join(',') },
+      general: { 'bootstrap.servers': brokers.join(',') },
       producer: { 'linger.ms': 5 },
     }),
   );
