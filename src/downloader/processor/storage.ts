@@ -7,6 +7,37 @@ import { copyFile, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/pr
 import { join } from 'node:path';
 import { storageError } from './errors.js';
 
+const ID_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/**
+ * The shard directories (`<root>/<ID[0:3]>`) known to exist, one bit for each of the 64^3 possible
+ * names (32 KiB). Most stores go to a shard not seen yet by this process, and guessing wrong
+ * costs a failed rename or a needless mkdir, each a trip through the thread pool.
+ */
+export class ShardDirs {
+  private readonly bits = new Uint8Array(64 ** 3 / 8);
+
+  private index(id: string): number {
+    let index = 0;
+    for (let i = 0; i < 3; i++) {
+      const digit = ID_ALPHABET.indexOf(id.charAt(i));
+      if (digit < 0) return -1;
+      index = index * 64 + digit;
+    }
+    return index;
+  }
+
+  has(id: string): boolean {
+    const i = this.index(id);
+    return i >= 0 && (this.bits[i >> 3] & (1 << (i & 7))) !== 0;
+  }
+
+  add(id: string): void {
+    const i = this.index(id);
+    if (i >= 0) this.bits[i >> 3] |= 1 << (i & 7);
+  }
+}
+
 export function storedPath(root: string, id: string): string {
   return join(root, id.slice(0, 3), id);
 }
@@ -31,19 +62,29 @@ async function moveInto(tmpPath: string, target: string): Promise<void> {
   }
 }
 
-/** Moves `tmpPath` into place; storage failures are internal DownloadErrors. */
-export async function storeFile(root: string, id: string, tmpPath: string): Promise<void> {
+/**
+ * Moves `tmpPath` into place; storage failures are internal DownloadErrors. A shard directory not
+ * known to exist is created first; one known to exist is only created again if the rename finds
+ * it gone (an operator removed it).
+ */
+export async function storeFile(
+  root: string,
+  id: string,
+  tmpPath: string,
+  shards: ShardDirs,
+): Promise<void> {
   const dir = join(root, id.slice(0, 3));
   const target = join(dir, id);
   try {
+    if (!shards.has(id)) await mkdir(dir, { recursive: true, mode: 0o755 });
     try {
       await moveInto(tmpPath, target);
     } catch (err) {
-      // The shard directory is created on first use only: one syscall less for every other file.
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !shards.has(id)) throw err;
       await mkdir(dir, { recursive: true, mode: 0o755 });
       await moveInto(tmpPath, target);
     }
+    shards.add(id);
     await syncDir(dir);
   } catch (err) {
     await unlink(tmpPath).catch(() => undefined);
