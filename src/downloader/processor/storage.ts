@@ -3,7 +3,16 @@
  * serves, and the directory is fsynced so the rename survives a crash.
  */
 import { constants } from 'node:fs';
-import { copyFile, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import {
+  copyFile,
+  mkdir,
+  open,
+  readdir,
+  rename,
+  stat,
+  unlink,
+  type FileHandle,
+} from 'node:fs/promises';
 import { join } from 'node:path';
 import { storageError } from './errors.js';
 
@@ -42,8 +51,12 @@ export function storedPath(root: string, id: string): string {
   return join(root, id.slice(0, 3), id);
 }
 
-async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, constants.O_RDONLY);
+/**
+ * Fsyncs `dir` through `opening`, a handle opened while the rename ran (a directory's fsync covers
+ * the entries changed after it was opened), or through a new one if that open failed.
+ */
+async function syncDir(dir: string, opening: Promise<FileHandle | undefined>): Promise<void> {
+  const handle = (await opening) ?? (await open(dir, constants.O_RDONLY));
   try {
     await handle.sync();
   } finally {
@@ -77,18 +90,36 @@ export async function storeFile(
   const target = join(dir, id);
   try {
     if (!shards.has(id)) await mkdir(dir, { recursive: true, mode: 0o755 });
+    // Opened alongside the rename, for the fsync that follows it: one trip through the thread
+    // pool less for each file. A failed open (the directory was removed) is retried after.
+    const opening = open(dir, constants.O_RDONLY).catch(() => undefined);
     try {
-      await moveInto(tmpPath, target);
+      await placeFile(dir, target, tmpPath, shards.has(id));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !shards.has(id)) throw err;
-      await mkdir(dir, { recursive: true, mode: 0o755 });
-      await moveInto(tmpPath, target);
+      await (await opening)?.close().catch(() => undefined);
+      throw err;
     }
     shards.add(id);
-    await syncDir(dir);
+    await syncDir(dir, opening);
   } catch (err) {
     await unlink(tmpPath).catch(() => undefined);
     throw storageError('storing file to default storage backend', err);
+  }
+}
+
+/** Renames into `dir`, creating it again if it was known to exist but is gone. */
+async function placeFile(
+  dir: string,
+  target: string,
+  tmpPath: string,
+  known: boolean,
+): Promise<void> {
+  try {
+    await moveInto(tmpPath, target);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !known) throw err;
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    await moveInto(tmpPath, target);
   }
 }
 
