@@ -287,9 +287,10 @@ class SyncAhead {
   }
 }
 
-// TODO: hashing and sniffing run on the event loop; on a loaded 2-core machine a large file's
-// rate swings between about half of curl's and more than curl's. The spec allows moving the hash
-// to a worker thread, which only pays off once the main thread, not the machine, is the limit.
+// TODO: the sha256 of the body is computed on the event loop, about a second of CPU per GiB,
+// and on a loaded 2-core machine a 1 GiB file reaches only 0.45 to 0.57 of curl + sync in the
+// full benchmark (below its 0.8 bar). Hashing in a worker thread (each written batch transferred
+// to it, with a bound on the batches in flight) would take that second off the main thread.
 async function writeBody(
   stream: Request,
   file: FileHandle,
