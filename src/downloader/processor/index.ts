@@ -68,9 +68,13 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
   const logger = componentLogger(config, io, 'downloader-processor');
   if (p.rootDefaulted) logger.warn('filestorage_defaulted', { rootdir: p.rootDir });
 
-  // Every job costs several scripts on these two; batching the writes of one tick saves syscalls.
+  // The bus connection batches the commands of one tick (concurrent claims, lease renewals) into
+  // one write. The limiter's is not auto-pipelined: bottleneck sends a lane's submit and register
+  // scripts one job after another, each waiting for the last, so there is nothing to batch, and
+  // holding every script until the next turn of the event loop made a claimed job wait about
+  // twice as long for its slot in the small-file benchmark.
   const redis = await connectRedis(config, 'processor', logger, 'main', true);
-  const limiterClient = await connectRedis(config, 'processor', logger, 'limiter', true);
+  const limiterClient = await connectRedis(config, 'processor', logger, 'limiter', false);
   const subscriber = await connectRedis(config, 'processor', logger, 'doorbell');
   const bus = new JobBus(redis, config.redis.keyPrefix);
   const registry = createRegistry({ component: 'downloader-processor' });
