@@ -2,7 +2,8 @@
  * rafka benchmarks (spec §7): each figure is measured against a baseline taken in the same run on
  * the same broker with fresh topics. rafka runs as the built executable; the RESP load is
  * pre-encoded before the clock starts. Writes a JSON report to dist/bench-rafka.json and prints
- * it. Counts can be scaled down with RAFKA_BENCH_SCALE (default 1) to keep the run short.
+ * it. Counts can be scaled down with RAFKA_BENCH_SCALE (default 1) to keep the run short, and
+ * RAFKA_BENCH_ONLY (comma-separated step names, e.g. `consumeThroughput`) runs only some steps.
  *
  *   TS_NODE_TRANSPILE_ONLY=1 node --import=@tapjs/typescript/import bench/rafka/run.ts
  */
@@ -49,6 +50,7 @@ class Client {
   private lines: string[] = [];
 
   private constructor(readonly socket: Socket) {
+    socket.setNoDelay(true);
     socket.setEncoding('latin1');
     socket.on('data', (chunk: string) => {
       this.buffer += chunk;
@@ -234,8 +236,19 @@ async function consumeThroughput(rafka: Rafka) {
     });
   }
   await producer.disconnect();
-  // Baseline: a kafkajs consumer, fresh group, no-op eachMessage.
-  const consumer = kafka.consumer({ groupId: `bench-base-${Date.now()}`, sessionTimeout: 6000 });
+  // Baseline: a kafkajs consumer, fresh group, no-op eachMessage, with the settings rafka maps
+  // from the bench's config file and its defaults (fetch.wait.max.ms 100, fetch.max.bytes 50 MiB).
+  const consumer = kafka.consumer({
+    groupId: `bench-base-${Date.now()}`,
+    sessionTimeout: 6000,
+    heartbeatInterval: 3000,
+    rebalanceTimeout: 300_000,
+    metadataMaxAge: 300_000,
+    maxWaitTimeInMs: 100,
+    minBytes: 1,
+    maxBytes: 52_428_800,
+    maxBytesPerPartition: 1_048_576,
+  });
   await consumer.connect();
   await consumer.subscribe({ topics: [topic], fromBeginning: true });
   let seen = 0;
@@ -252,18 +265,16 @@ async function consumeThroughput(rafka: Rafka) {
   process.stderr.write('consume baseline done\n');
   const baseline = count / ((performance.now() - started) / 1000);
   await consumer.disconnect();
-  // rafka: BLPOP + ack, the ack of k pipelined with the BLPOP of k+1.
+  // rafka: BLPOP + ack, the ack of k pipelined with the BLPOP of k+1. The BLPOP frame is encoded
+  // once; only the ack's topic:partition:offset is formatted per message.
   const c = await Client.open(rafka.port);
   await c.call(['CLIENT', 'SETNAME', `bench-${Date.now()}:c`]);
-  const key = `topics:${topic}`;
+  const blpop = command(['BLPOP', `topics:${topic}`, '5']).toString('latin1');
   let got = 0;
   let first = 0;
-  let pendingAck: Buffer | undefined;
+  let pendingAck: string | undefined;
   while (got < count) {
-    const frames = pendingAck
-      ? Buffer.concat([pendingAck, command(['BLPOP', key, '5'])])
-      : command(['BLPOP', key, '5']);
-    c.socket.write(frames);
+    c.socket.write(pendingAck ? pendingAck + blpop : blpop, 'latin1');
     const replies = await c.replies(pendingAck ? 2 : 1);
     const reply = replies[replies.length - 1];
     if (process.env.RAFKA_BENCH_DEBUG && got < 3)
@@ -274,8 +285,8 @@ async function consumeThroughput(rafka: Rafka) {
     }
     if (got === 0) first = performance.now();
     got++;
-    const [t, p, o] = reply.slice(3).split(':');
-    pendingAck = command(['RPUSH', 'acks', `${t}:${p}:${o}`]);
+    const ack = reply.slice(3, -1); // `topic:partition:offset:`
+    pendingAck = `*3\r\n$5\r\nRPUSH\r\n$4\r\nacks\r\n$${ack.length}\r\n${ack}\r\n`;
   }
   const rate = count / ((performance.now() - first) / 1000);
   c.close();
@@ -429,12 +440,14 @@ async function main(): Promise<void> {
       ['connectionChurn', connectionChurn],
       ['produceLatency', produceLatency],
     ];
+    const only = process.env.RAFKA_BENCH_ONLY?.split(',');
     for (const [name, run] of steps) {
+      if (only && !only.includes(name)) continue;
       const t0 = performance.now();
       report[name] = await run(rafka);
       process.stderr.write(`${name} done in ${Math.round(performance.now() - t0)} ms\n`);
     }
-    report.idleMemory = await idleMemory(dir);
+    if (!only || only.includes('idleMemory')) report.idleMemory = await idleMemory(dir);
   } finally {
     await rafka.stop();
     await admin.deleteTopics({ topics: createdTopics, timeout: 10_000 }).catch(() => undefined);
