@@ -2,7 +2,8 @@
  * rafka benchmarks (spec §7): each figure is measured against a baseline taken in the same run on
  * the same broker with fresh topics. rafka runs as the built executable; the RESP load is
  * pre-encoded before the clock starts. Writes a JSON report to dist/bench-rafka.json and prints
- * it. Counts can be scaled down with RAFKA_BENCH_SCALE (default 1) to keep the run short.
+ * it. Counts can be scaled down with RAFKA_BENCH_SCALE (default 1) to keep the run short, and
+ * RAFKA_BENCH_ONLY (comma-separated step names, e.g. `consumeThroughput`) runs only some steps.
  *
  *   TS_NODE_TRANSPILE_ONLY=1 node --import=@tapjs/typescript/import bench/rafka/run.ts
  */
@@ -49,6 +50,7 @@ class Client {
   private lines: string[] = [];
 
   private constructor(readonly socket: Socket) {
+    socket.setNoDelay(true);
     socket.setEncoding('latin1');
     socket.on('data', (chunk: string) => {
       this.buffer += chunk;
@@ -221,6 +223,91 @@ async function produceThroughput(rafka: Rafka) {
   };
 }
 
+/**
+ * The consume leg's load: BLPOP, and once a message arrives its ack pipelined with the next BLPOP,
+ * until `count` messages came. Replies are parsed from the socket's Buffers and the next request
+ * is written from the data callback, so the generator stays far cheaper than the server. Returns
+ * when the first and the last message arrived.
+ */
+function blpopLoop(
+  socket: Socket,
+  key: string,
+  count: number,
+): Promise<{ first: number; last: number }> {
+  const blpop = command(['BLPOP', key, '5']).toString('latin1');
+  const ackHead = '*3\r\n$5\r\nRPUSH\r\n$4\r\nacks\r\n';
+  socket.removeAllListeners('data');
+  socket.setEncoding('latin1');
+  return new Promise((resolve) => {
+    let buffer = '';
+    let expected = 1;
+    let seen = 0;
+    let got = 0;
+    let first = 0;
+    let ack = '';
+    socket.on('data', (chunk: string) => {
+      buffer = buffer.length === 0 ? chunk : buffer + chunk;
+      let at = 0;
+      for (;;) {
+        const reply = parseReply(buffer, at);
+        if (!reply) break;
+        at = reply.end;
+        if (++seen < expected) continue;
+        seen = 0;
+        if (reply.message === undefined) {
+          expected = 1;
+          socket.write(blpop, 'latin1');
+          continue;
+        }
+        got += 1;
+        const now = performance.now();
+        if (got === 1) first = now;
+        if (got === count) return resolve({ first, last: now });
+        ack = reply.message;
+        expected = 2;
+        socket.write(`${ackHead}$${ack.length}\r\n${ack}\r\n${blpop}`, 'latin1');
+      }
+      buffer = at === buffer.length ? '' : buffer.slice(at);
+    });
+    socket.write(blpop, 'latin1');
+  });
+}
+
+/**
+ * One reply from `at`: its end, and for a BLPOP message its `topic:partition:offset`. Simple,
+ * error, integer, bulk, null and arrays of bulks and integers; undefined while incomplete.
+ */
+function parseReply(text: string, at: number): { end: number; message?: string } | undefined {
+  const eol = text.indexOf('\r\n', at);
+  if (eol === -1) return undefined;
+  const type = text[at];
+  if (type === '$') {
+    const length = Number(text.slice(at + 1, eol));
+    if (length < 0) return { end: eol + 2 };
+    return text.length < eol + 2 + length + 2 ? undefined : { end: eol + 2 + length + 2 };
+  }
+  if (type !== '*') return { end: eol + 2 };
+  const items = Number(text.slice(at + 1, eol));
+  let pos = eol + 2;
+  const fields: string[] = [];
+  for (let i = 0; i < items; i++) {
+    const itemEol = text.indexOf('\r\n', pos);
+    if (itemEol === -1) return undefined;
+    if (text[pos] === '$' && text[pos + 1] !== '-') {
+      const length = Number(text.slice(pos + 1, itemEol));
+      if (text.length < itemEol + 2 + length + 2) return undefined;
+      if (i < 6) fields.push(text.slice(itemEol + 2, itemEol + 2 + length));
+      pos = itemEol + 2 + length + 2;
+    } else {
+      if (i < 6) fields.push(text.slice(pos + 1, itemEol));
+      pos = itemEol + 2;
+    }
+  }
+  // `topic <t> partition <p> offset <o> value <v>`
+  const message = items === 8 ? `${fields[1]}:${fields[3]}:${fields[5]}` : undefined;
+  return { end: pos, message };
+}
+
 async function consumeThroughput(rafka: Rafka) {
   const count = n(50_000);
   const topic = await freshTopic(4);
@@ -234,8 +321,19 @@ async function consumeThroughput(rafka: Rafka) {
     });
   }
   await producer.disconnect();
-  // Baseline: a kafkajs consumer, fresh group, no-op eachMessage.
-  const consumer = kafka.consumer({ groupId: `bench-base-${Date.now()}`, sessionTimeout: 6000 });
+  // Baseline: a kafkajs consumer, fresh group, no-op eachMessage, with the settings rafka maps
+  // from the bench's config file and its defaults (fetch.wait.max.ms 100, fetch.max.bytes 50 MiB).
+  const consumer = kafka.consumer({
+    groupId: `bench-base-${Date.now()}`,
+    sessionTimeout: 6000,
+    heartbeatInterval: 3000,
+    rebalanceTimeout: 300_000,
+    metadataMaxAge: 300_000,
+    maxWaitTimeInMs: 100,
+    minBytes: 1,
+    maxBytes: 52_428_800,
+    maxBytesPerPartition: 1_048_576,
+  });
   await consumer.connect();
   await consumer.subscribe({ topics: [topic], fromBeginning: true });
   let seen = 0;
@@ -255,29 +353,8 @@ async function consumeThroughput(rafka: Rafka) {
   // rafka: BLPOP + ack, the ack of k pipelined with the BLPOP of k+1.
   const c = await Client.open(rafka.port);
   await c.call(['CLIENT', 'SETNAME', `bench-${Date.now()}:c`]);
-  const key = `topics:${topic}`;
-  let got = 0;
-  let first = 0;
-  let pendingAck: Buffer | undefined;
-  while (got < count) {
-    const frames = pendingAck
-      ? Buffer.concat([pendingAck, command(['BLPOP', key, '5'])])
-      : command(['BLPOP', key, '5']);
-    c.socket.write(frames);
-    const replies = await c.replies(pendingAck ? 2 : 1);
-    const reply = replies[replies.length - 1];
-    if (process.env.RAFKA_BENCH_DEBUG && got < 3)
-      process.stderr.write(`${JSON.stringify(replies)}\n`);
-    if (!reply.startsWith('*8')) {
-      pendingAck = undefined;
-      continue;
-    }
-    if (got === 0) first = performance.now();
-    got++;
-    const [t, p, o] = reply.slice(3).split(':');
-    pendingAck = command(['RPUSH', 'acks', `${t}:${p}:${o}`]);
-  }
-  const rate = count / ((performance.now() - first) / 1000);
+  const { first, last } = await blpopLoop(c.socket, `topics:${topic}`, count);
+  const rate = (count - 1) / ((last - first) / 1000);
   c.close();
   return {
     messages: count,
@@ -429,12 +506,14 @@ async function main(): Promise<void> {
       ['connectionChurn', connectionChurn],
       ['produceLatency', produceLatency],
     ];
+    const only = process.env.RAFKA_BENCH_ONLY?.split(',');
     for (const [name, run] of steps) {
+      if (only && !only.includes(name)) continue;
       const t0 = performance.now();
       report[name] = await run(rafka);
       process.stderr.write(`${name} done in ${Math.round(performance.now() - t0)} ms\n`);
     }
-    report.idleMemory = await idleMemory(dir);
+    if (!only || only.includes('idleMemory')) report.idleMemory = await idleMemory(dir);
   } finally {
     await rafka.stop();
     await admin.deleteTopics({ topics: createdTopics, timeout: 10_000 }).catch(() => undefined);

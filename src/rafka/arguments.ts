@@ -33,8 +33,27 @@ function range(s: Buffer): ParsedInt {
   return { ok: false, error: `strconv.ParseInt: parsing ${goQuote(s)}: value out of range` };
 }
 
+/** Unsigned decimal digits without a leading zero, short enough to be exact as a number. */
+function plainDecimal(raw: Buffer): number | undefined {
+  const length = raw.length;
+  if (length === 0 || length > 15 || (length > 1 && raw[0] === 0x30)) return undefined;
+  let value = 0;
+  for (let i = 0; i < length; i++) {
+    const digit = raw[i] - 0x30;
+    if (digit < 0 || digit > 9) return undefined;
+    value = value * 10 + digit;
+  }
+  return value;
+}
+
 /** `strconv.ParseInt(s, base, bits)` for base 10 or 0 (auto: `0x` hex, leading-0 octal). */
 export function parseGoInt(raw: Buffer, base: 0 | 10, bits: 32 | 64): ParsedInt {
+  // Fast path for what acks carry: the same value either base gives, without regexes.
+  const plain = plainDecimal(raw);
+  if (plain !== undefined) {
+    if (bits === 32 && plain > 2_147_483_647) return range(raw);
+    return { ok: true, value: BigInt(plain) };
+  }
   let text = raw.toString('latin1');
   let negative = false;
   if (text.startsWith('+') || text.startsWith('-')) {

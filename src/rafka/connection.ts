@@ -1,6 +1,7 @@
 /**
  * One client connection: decodes requests, runs them one at a time in arrival order, and writes
- * the replies in order (coalesced per batch). It holds the connection state of §3.4: id and name,
+ * the replies in order: those a chunk of requests (or one finished command) produces synchronously
+ * go out in one socket write. It holds the connection state of §3.4: id and name,
  * at most one consumer, the producer state and the monitor flag.
  */
 import type { Socket } from 'node:net';
@@ -23,6 +24,8 @@ import type { ServerContext } from './server-context.js';
 
 const EMPTY = Buffer.alloc(0);
 const MAX_UNSENT_BYTES = 1024 * 1024;
+/** A reply this large is written on its own rather than copied into the coalesced write. */
+const COALESCE_LIMIT = 64 * 1024;
 const QUIT_COMMIT_MS = 2000;
 const LEGAL_TOPIC = /^[a-zA-Z0-9._-]{1,249}$/;
 const SHUTDOWN = 'CONS Server shutdown';
@@ -32,9 +35,14 @@ type Reply = Buffer | Promise<Buffer>;
 interface Pending {
   args: RequestArgs;
   arrivedAt: number;
+  /** The metrics label, set when the command runs. */
+  command: CommandLabel;
 }
 
-const LABELS = new Set<string>(COMMAND_LABELS);
+/** Upper-case command name to its metrics label; anything else is `other`. */
+const LABELS = new Map<string, CommandLabel>(
+  COMMAND_LABELS.filter((c) => c !== 'other').map((c) => [c.toUpperCase(), c]),
+);
 
 const PROTOCOL_LABEL: Record<ProtocolErrorKind, string> = {
   expectNumber: 'expect_number',
@@ -66,6 +74,10 @@ export class Connection {
   /** After the current reply, close (shutdown, QUIT). */
   private closeWhenIdle = false;
   consumer: ConsumerSession | undefined;
+  /** The BLPOP key bytes `consumer` was last matched with; the same bytes skip parsing. */
+  private consumerKey: Buffer | undefined;
+  /** Replies produced by the current synchronous run, sent together by `flush`. */
+  private out: Buffer[] | undefined;
   private producerState: ProducerState | undefined;
   private monitoring = false;
   private readonly abort = new AbortController();
@@ -124,21 +136,26 @@ export class Connection {
       this.ctx.noteMonitorDrop(this.id);
       return;
     }
-    this.socket.write(line);
+    // A connection monitoring its own commands: the line stays ordered with its pending replies.
+    if (this.out) this.out.push(line);
+    else this.socket.write(line);
   }
 
   private onData(chunk: Buffer): void {
     if (this.stopReading || this.protocolError) return;
     const { requests, error } = this.decoder.decode(chunk);
     const now = performance.now();
-    for (const args of requests) this.queue.push({ args, arrivedAt: now });
+    for (const args of requests) this.queue.push({ args, arrivedAt: now, command: 'other' });
     if (error) {
       this.protocolError = error;
       this.ctx.metrics.protocolErrors.inc({ error: PROTOCOL_LABEL[error] });
     }
-    this.socket.cork();
-    this.pump();
-    process.nextTick(() => this.socket.uncork());
+    this.out = [];
+    try {
+      this.pump();
+    } finally {
+      this.flush();
+    }
   }
 
   private pump(): void {
@@ -170,14 +187,18 @@ export class Connection {
   private finish(request: Pending, reply: Buffer): void {
     this.busy = false;
     this.record(request, reply);
-    this.write(reply);
-    if (this.closeWhenIdle) return this.end();
-    this.pump();
+    this.out = [];
+    try {
+      this.write(reply);
+      if (this.closeWhenIdle) return this.end();
+      this.pump();
+    } finally {
+      this.flush();
+    }
   }
 
   private record(request: Pending, reply: Buffer): void {
-    const name = (request.args[0] ?? EMPTY).toString('latin1').toLowerCase();
-    const command = (LABELS.has(name) ? name : 'other') as CommandLabel;
+    const { command } = request;
     const outcome = reply[0] === 0x2d ? 'error' : 'ok';
     this.ctx.metrics.commandCounter(command, outcome).inc();
     this.ctx.metrics.commandTimer(command).observe((performance.now() - request.arrivedAt) / 1000);
@@ -185,7 +206,27 @@ export class Connection {
 
   private write(reply: Buffer): void {
     if (this.ended || this.socket.destroyed) return;
-    this.socket.write(reply);
+    const out = this.out;
+    if (!out) return this.send(reply);
+    if (reply.length < COALESCE_LIMIT) {
+      out.push(reply);
+      return;
+    }
+    this.flush();
+    this.out = [];
+    this.send(reply);
+  }
+
+  /** Sends the replies collected so far in one write. */
+  private flush(): void {
+    const out = this.out;
+    this.out = undefined;
+    if (!out || out.length === 0 || this.socket.destroyed) return;
+    this.send(out.length === 1 ? out[0] : Buffer.concat(out));
+  }
+
+  private send(data: Buffer): void {
+    this.socket.write(data);
     if (!this.readPaused && this.socket.writableLength > MAX_UNSENT_BYTES) {
       this.readPaused = true;
       this.socket.pause();
@@ -200,6 +241,7 @@ export class Connection {
 
   private end(): void {
     if (this.ended) return;
+    this.flush();
     this.ended = true;
     this.queue.length = 0;
     this.socket.end();
@@ -221,6 +263,7 @@ export class Connection {
     if (this.ctx.monitors.size > 0) this.ctx.broadcastMonitor(this.id, args);
     const arg = (i: number): Buffer => args[i] ?? EMPTY;
     const name = arg(0).toString('latin1').toUpperCase();
+    request.command = LABELS.get(name) ?? 'other';
     switch (name) {
       case 'CLIENT':
         return this.client(arg(1), arg(2));
@@ -266,6 +309,23 @@ export class Connection {
 
   private blpop(args: RequestArgs, arrivedAt: number): Reply {
     const keyArg = args[1] ?? EMPTY;
+    // The key the consumer already matched parses to the same topics and JSON again.
+    const current = this.consumer;
+    const consumer =
+      current && this.consumerKey?.equals(keyArg) ? current : this.blpopConsumer(keyArg);
+    if (!(consumer instanceof ConsumerSession)) return consumer;
+    if (this.ctx.shuttingDown) return cmdError(SHUTDOWN);
+    if (consumer.failure !== undefined) return cmdError(`CONS Poll ${consumer.failure}`);
+    const timeoutMs = blpopTimeoutMs(args[args.length - 1], this.ctx.options.blpopTimeoutSeconds);
+    // Fast path: a buffered message is handed out without a timer or a promise.
+    const ready = consumer.tryNext();
+    if (ready) return this.messageReply(ready);
+    const remainingMs = Math.max(0, arrivedAt + timeoutMs - performance.now());
+    return this.waitForMessage(consumer, remainingMs);
+  }
+
+  /** Parses a BLPOP key and finds or registers this connection's consumer for it. */
+  private blpopConsumer(keyArg: Buffer): ConsumerSession | Buffer {
     const parts = splitN(keyArg, 3);
     if (parts.length < 2 || parts[0].toString('latin1') !== 'topics') {
       return cmdError(`CONS Cannot parse topics from \`${keyArg.toString('latin1')}\``);
@@ -301,14 +361,8 @@ export class Connection {
         `CONS Client '${this.id}' has Consumer '${this.consumer.consumerId}' registered (new consID: '${consumerId}')`,
       );
     }
-    const consumer = this.consumer;
-    if (consumer.failure !== undefined) return cmdError(`CONS Poll ${consumer.failure}`);
-    const timeoutMs = blpopTimeoutMs(args[args.length - 1], this.ctx.options.blpopTimeoutSeconds);
-    // Fast path: a buffered message is handed out without a timer or a promise.
-    const ready = consumer.tryNext();
-    if (ready) return this.messageReply(ready);
-    const remainingMs = Math.max(0, arrivedAt + timeoutMs - performance.now());
-    return this.waitForMessage(consumer, remainingMs);
+    this.consumerKey = Buffer.from(keyArg);
+    return this.consumer;
   }
 
   private createConsumer(
@@ -349,16 +403,7 @@ export class Connection {
 
   private messageReply(message: ConsumedMessage): Buffer {
     this.ctx.metrics.consumerMessages.inc({ topic: message.topic });
-    return resp.array([
-      resp.bulk('topic'),
-      resp.bulk(message.topic),
-      resp.bulk('partition'),
-      resp.integer(message.partition),
-      resp.bulk('offset'),
-      resp.integer(message.offset),
-      resp.bulk('value'),
-      resp.bulk(message.value),
-    ]);
+    return resp.consumedMessage(message.topic, message.partition, message.offset, message.value);
   }
 
   private rpush(key: Buffer, ack: Buffer): Reply {

@@ -45,13 +45,28 @@ interface NumberReader {
   value: number;
   /** True once the `\r` was seen; the next byte must be `\n`. */
   sawCr: boolean;
+  /** True once the `\n` was read: the number is complete. */
+  done: boolean;
 }
 
-const freshNumber = (): NumberReader => ({ negative: false, digits: 0, value: 0, sawCr: false });
+/** Starts a number in place (no allocation per length on the hot path). */
+function resetNumber(num: NumberReader): void {
+  num.negative = false;
+  num.digits = 0;
+  num.value = 0;
+  num.sawCr = false;
+  num.done = false;
+}
 
 export class RespDecoder {
   private state: State = 'start';
-  private num: NumberReader = freshNumber();
+  private readonly num: NumberReader = {
+    negative: false,
+    digits: 0,
+    value: 0,
+    sawCr: false,
+    done: false,
+  };
   private expectedArgs = 0;
   private args: RequestArgs = [];
   private bulkRemaining = 0;
@@ -78,15 +93,21 @@ export class RespDecoder {
     switch (this.state) {
       case 'start':
         return this.onStart(chunk, i);
-      case 'arrayLength':
-        return this.readNumber(chunk[i], i, () => this.onArrayLength(out));
+      case 'arrayLength': {
+        const next = this.readNumber(chunk[i], i);
+        if (this.num.done) this.onArrayLength(out);
+        return next;
+      }
       case 'itemType':
         if (chunk[i] !== 0x24 /* $ */) return this.fail('expectTypeChar', i);
-        this.num = freshNumber();
+        resetNumber(this.num);
         this.state = 'bulkLength';
         return i + 1;
-      case 'bulkLength':
-        return this.readNumber(chunk[i], i, () => this.onBulkLength(out));
+      case 'bulkLength': {
+        const next = this.readNumber(chunk[i], i);
+        if (this.num.done) this.onBulkLength(out);
+        return next;
+      }
       case 'bulkData':
         return this.onBulkData(chunk, i);
       case 'bulkCr':
@@ -99,7 +120,7 @@ export class RespDecoder {
           this.bulkParts.length === 1 ? this.bulkParts[0] : Buffer.concat(this.bulkParts),
           out,
         );
-        this.bulkParts = [];
+        this.bulkParts.length = 0;
         return i + 1;
       case 'inline':
         return this.onInline(chunk, i, out);
@@ -108,7 +129,7 @@ export class RespDecoder {
 
   private onStart(chunk: Buffer, i: number): number {
     if (chunk[i] === 0x2a /* * */) {
-      this.num = freshNumber();
+      resetNumber(this.num);
       this.state = 'arrayLength';
       return i + 1;
     }
@@ -118,11 +139,12 @@ export class RespDecoder {
     return i;
   }
 
-  private readNumber(byte: number, i: number, done: () => void): number {
+  /** Reads one byte of a length; sets `num.done` once its line ended. */
+  private readNumber(byte: number, i: number): number {
     const num = this.num;
     if (num.sawCr) {
       if (byte !== LF) return this.fail('expectNewline', i);
-      done();
+      num.done = true;
       return i + 1;
     }
     if (byte >= 0x30 && byte <= 0x39) {
@@ -169,7 +191,7 @@ export class RespDecoder {
       return;
     }
     this.bulkRemaining = len;
-    this.bulkParts = [];
+    this.bulkParts.length = 0;
     this.state = len === 0 ? 'bulkCr' : 'bulkData';
   }
 

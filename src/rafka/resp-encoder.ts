@@ -43,6 +43,29 @@ export function bulkArray(values: readonly BulkValue[]): Buffer {
   return array(values.map(bulk));
 }
 
+/**
+ * The BLPOP reply `topic <t> partition <p> offset <o> value <v>`, byte for byte what `array` of
+ * the eight elements gives, built with one allocation and one copy of the value.
+ */
+export function consumedMessage(
+  topic: string,
+  partition: number,
+  offset: bigint,
+  value: Buffer | null,
+): Buffer {
+  const head =
+    `*8${CRLF}$5${CRLF}topic${CRLF}$${Buffer.byteLength(topic, 'utf8')}${CRLF}${topic}${CRLF}` +
+    `$9${CRLF}partition${CRLF}:${partition}${CRLF}$6${CRLF}offset${CRLF}:${offset}${CRLF}` +
+    `$5${CRLF}value${CRLF}${value === null ? '$-1' : `$${value.length}`}${CRLF}`;
+  if (value === null) return Buffer.from(head, 'utf8');
+  const headLength = Buffer.byteLength(head, 'utf8');
+  const reply = Buffer.allocUnsafe(headLength + value.length + 2);
+  reply.write(head, 0, 'utf8');
+  value.copy(reply, headLength);
+  reply.write(CRLF, headLength + value.length, 'latin1');
+  return reply;
+}
+
 function toBytes(value: string | Buffer): Buffer {
   return typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
 }

@@ -24,6 +24,12 @@ t.test('ParseInt base 0 (offsets)', async (t) => {
     ['', 'strconv.ParseInt: parsing "": invalid syntax'],
     ['08', 'strconv.ParseInt: parsing "08": invalid syntax'],
     ['1.5', 'strconv.ParseInt: parsing "1.5": invalid syntax'],
+    // Around the plain-digits fast path: 15 digits fit it, 16 take the general parser.
+    ['7', 7n],
+    ['999999999999999', 999999999999999n],
+    ['1000000000000000', 1000000000000000n],
+    ['12a', 'strconv.ParseInt: parsing "12a": invalid syntax'],
+    ['1_000', 1000n],
   ];
   for (const [input, want] of cases) {
     const got = parseGoInt(b(input), 0, 64);
@@ -37,6 +43,11 @@ t.test('ParseInt base 0 (offsets)', async (t) => {
 
 t.test('ParseInt base 10, 32 bits (partitions)', async (t) => {
   t.same(parseGoInt(b('2147483647'), 10, 32), { ok: true, value: 2147483647n });
+  t.same(parseGoInt(b('007'), 10, 32), { ok: true, value: 7n });
+  t.same(parseGoInt(b('1_0'), 10, 32), {
+    ok: false,
+    error: 'strconv.ParseInt: parsing "1_0": invalid syntax',
+  });
   t.same(parseGoInt(b('2147483648'), 10, 32), {
     ok: false,
     error: 'strconv.ParseInt: parsing "2147483648": value out of range',

@@ -253,3 +253,40 @@ t.test('MONITOR shows the issuer, escaped; KEYS lists topics sorted', async (t) 
   t.same([...list].sort(), list, 'sorted');
   t.equal(await fresh.expect(encodeCommand(['DUMP', 'x']), '-PROD NaN\r\n'), '-PROD NaN\r\n');
 });
+
+t.test('a monitor pipelining its own commands gets each line before its reply', async (t) => {
+  const monitor = await open(t);
+  await monitor.expect('MONITOR\r\n', '+OK\r\n');
+  // One write: the replies are coalesced, the monitor lines must stay interleaved with them.
+  monitor.write('PING\r\nPING\r\n');
+  const got = [
+    await monitor.read(),
+    await monitor.read(),
+    await monitor.read(),
+    await monitor.read(),
+  ];
+  t.match(got[0], /"PING"$/);
+  t.equal(got[1], 'PONG');
+  t.match(got[2], /"PING"$/);
+  t.equal(got[3], 'PONG');
+});
+
+t.test('replies after a command that waits keep their order in one pipeline', async (t) => {
+  const c = await open(t);
+  // KEYS answers asynchronously; the PINGs and the error behind it wait for it.
+  c.write(
+    Buffer.concat([
+      encodeCommand(['KEYS', 'topics:']),
+      Buffer.from('PING\r\n'),
+      encodeCommand(['HGETALL', 'x']),
+      Buffer.from('PING\r\n'),
+    ]),
+  );
+  const keys = await c.read();
+  t.ok(Array.isArray(keys), 'KEYS first');
+  t.equal(await c.read(), 'PONG');
+  const error = await c.read();
+  t.ok(error instanceof Error, 'the HGETALL error third');
+  t.match((error as Error).message, /Expected key to be 'stats', got X/);
+  t.equal(await c.read(), 'PONG');
+});
