@@ -109,6 +109,29 @@ export function classifySendError(err: unknown): DeliveryResult {
   return { ok: false, kind: retriable ? 'timeout' : 'broker', message, retriable };
 }
 
+/** kafkajs errors that mean "Kafka cannot be reached now", whatever kafkajs calls retriable. */
+const UNREACHABLE_ERRORS = new Set([
+  'KafkaJSConnectionError',
+  'KafkaJSConnectionClosedError',
+  'KafkaJSRequestTimeoutError',
+  'KafkaJSBrokerNotFound',
+  'KafkaJSGroupCoordinatorNotFound',
+  'KafkaJSNumberOfRetriesExceeded',
+]);
+
+/**
+ * Whether a consumer crash is Kafka being out of reach (§5: BLPOP answers `*-1` meanwhile and the
+ * consumer retries) rather than a failure the client must see. Looks through the causes.
+ */
+export function isUnreachableCrash(err: unknown): boolean {
+  let inner = err as KafkaJsError | undefined;
+  for (let depth = 0; inner && depth < 4; depth++) {
+    if (UNREACHABLE_ERRORS.has(inner.name)) return true;
+    inner = inner.cause as KafkaJsError | undefined;
+  }
+  return false;
+}
+
 export class KafkajsPort implements KafkaPort {
   private readonly kafka: Kafka;
   private readonly producer: Producer;
@@ -296,6 +319,8 @@ class KafkajsConsumer implements KafkaConsumerPort {
   };
   private readonly stop = new AbortController();
   private readonly log: Logger;
+  /** Bumped when a crashed consumer starts over; an older start loop then gives up. */
+  private generation = 0;
 
   constructor(
     private readonly spec: ConsumerSpec,
@@ -333,9 +358,19 @@ class KafkajsConsumer implements KafkaConsumerPort {
     });
     this.consumer.on(this.consumer.events.CRASH, (event) => {
       const { error, restart } = event.payload;
-      for (const listener of this.listeners.failed) listener(error, restart);
+      // kafkajs restarts only after errors it deems retriable. A broker down for longer than its
+      // coordinator lookup retries crashes the consumer with KafkaJSGroupCoordinatorNotFound,
+      // which it does not restart; that is Kafka out of reach, so the consumer starts over here
+      // with the usual backoff and BLPOP keeps answering `*-1` until Kafka is back.
+      const startOver = !restart && !this.closing && isUnreachableCrash(error);
+      for (const listener of this.listeners.failed) listener(error, restart || startOver);
+      if (startOver) {
+        this.running = false;
+        this.generation += 1;
+        void this.start(this.generation);
+      }
     });
-    void this.start();
+    void this.start(this.generation);
   }
 
   on<E extends keyof ConsumerEvents>(event: E, listener: ConsumerEvents[E]): void {
@@ -348,13 +383,15 @@ class KafkajsConsumer implements KafkaConsumerPort {
    * stops, subscribes to it as well and runs again (kafkajs cannot change a running
    * subscription), after committing the stored offsets.
    */
-  private async start(): Promise<void> {
+  private async start(generation: number): Promise<void> {
     let backoff = this.spec.config.retryBackoffMs;
     let connected = false;
     const subscribed = new Set<string>();
-    while (!this.closing) {
+    const current = (): boolean => !this.closing && generation === this.generation;
+    while (current()) {
       try {
         const existing = await this.port.refreshMetadata(this.spec.topics);
+        if (!current()) return;
         const fresh = this.spec.topics.filter((t) => existing.has(t) && !subscribed.has(t));
         if (fresh.length > 0) {
           if (!connected) {
@@ -384,7 +421,7 @@ class KafkajsConsumer implements KafkaConsumerPort {
         this.log.info('waiting for missing topics', { missing });
         await sleep(this.spec.config.metadataMaxAgeMs, undefined, { signal: this.stop.signal });
       } catch (err) {
-        if (this.closing) return;
+        if (!current()) return;
         this.log.warn('consumer cannot start, retrying', { err, retryInMs: backoff });
         await sleep(backoff, undefined, { signal: this.stop.signal }).catch(() => undefined);
         backoff = Math.min(backoff * 2, MAX_RECONNECT_MS);
