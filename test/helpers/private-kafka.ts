@@ -25,6 +25,7 @@ import { join, resolve } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import type { Test } from 'tap';
 import { eventually, freePort } from './net.js';
+import { createTopicsReady } from './services.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
 const CONF_DIR = join(REPO, 'scripts/kafka');
@@ -341,10 +342,10 @@ export async function privateKafka(t: Test): Promise<PrivateKafka> {
       const admin = client().admin();
       await admin.connect();
       try {
-        await admin.createTopics({
-          topics: topics.map((topic) => ({ topic, numPartitions: partitions })),
-          waitForLeaders: true,
-        });
+        await createTopicsReady(
+          admin,
+          topics.map((topic) => ({ topic, numPartitions: partitions })),
+        );
       } finally {
         await admin.disconnect();
       }

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Test } from 'tap';
 import { spawnCli, type RunningCli } from './cli.js';
-import { KAFKA_BROKERS, kafkaClient, uniqueId } from './services.js';
+import { KAFKA_BROKERS, createTopicsReady, kafkaClient, uniqueId } from './services.js';
 
 /** The original rafka test config; the local broker's minimum session timeout is 6000 ms. */
 export function testConfig(): Record<string, Record<string, unknown>> {
@@ -250,10 +250,10 @@ export async function createTopics(t: Test, count = 1, partitions = 1): Promise<
   const topics = Array.from({ length: count }, () => uniqueId('rafka'));
   const admin = kafkaClient().admin();
   await admin.connect();
-  await admin.createTopics({
-    topics: topics.map((topic) => ({ topic, numPartitions: partitions })),
-    waitForLeaders: true,
-  });
+  await createTopicsReady(
+    admin,
+    topics.map((topic) => ({ topic, numPartitions: partitions })),
+  );
   t.teardown(async () => {
     await admin.deleteTopics({ topics, timeout: 10_000 }).catch(() => undefined);
     await admin.disconnect();

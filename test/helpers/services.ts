@@ -5,9 +5,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { Kafka, logLevel } from 'kafkajs';
+import { Kafka, logLevel, type Admin, type ITopicConfig } from 'kafkajs';
 import Docker from 'dockerode';
 import type { Test } from 'tap';
+import { eventually } from './net.js';
 
 export const REDIS_URL =
   process.env.TEST_REDIS_URL ?? `redis://127.0.0.1:${process.env.REDIS_PORT ?? '6379'}`;
@@ -44,15 +45,53 @@ export function kafkaClient(clientId = uniqueId('test')): Kafka {
   });
 }
 
+/**
+ * Creates `topics` and waits until each has its partitions and every one a leader. kafkajs's own
+ * wait (`waitForLeaders`) gives up with UNKNOWN_TOPIC_OR_PARTITION when a loaded broker is slow to
+ * publish a new topic, so creation is retried (a topic that exists by then counts) and the
+ * leaders are polled here within `timeoutMs`.
+ */
+export async function createTopicsReady(
+  admin: Admin,
+  topics: ITopicConfig[],
+  timeoutMs = 60_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await admin.createTopics({ topics, waitForLeaders: false });
+      break;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+  const wanted = new Map(topics.map((x) => [x.topic, x.numPartitions ?? 1]));
+  await eventually(
+    async () => {
+      const { topics: found } = await admin.fetchTopicMetadata({ topics: [...wanted.keys()] });
+      return (
+        found.length === wanted.size &&
+        found.every(
+          (m) =>
+            m.partitions.length === wanted.get(m.name) && m.partitions.every((p) => p.leader >= 0),
+        )
+      );
+    },
+    Math.max(0, deadline - Date.now()),
+    100,
+  );
+}
+
 /** Creates fresh topics for one test and deletes them in teardown. */
 export async function kafkaTopicsForTest(t: Test, count = 1, partitions = 1): Promise<string[]> {
   const topics = Array.from({ length: count }, () => uniqueId('topic'));
   const admin = kafkaClient().admin();
   await admin.connect();
-  await admin.createTopics({
-    topics: topics.map((topic) => ({ topic, numPartitions: partitions })),
-    waitForLeaders: true,
-  });
+  await createTopicsReady(
+    admin,
+    topics.map((topic) => ({ topic, numPartitions: partitions })),
+  );
   t.teardown(async () => {
     await admin.deleteTopics({ topics, timeout: 10_000 });
     await admin.disconnect();

@@ -245,10 +245,10 @@ t.test('a consumer of a missing topic receives messages once the topic is create
   const c = await consumer(t, uniqueId('missing'));
   const key = `topics:${topic}:{"topic.metadata.refresh.interval.ms":2000}`;
   t.equal(await c.call('blpop', key, '0.5'), null, 'a missing topic is not an error');
-  const { kafkaClient } = await import('../helpers/services.js');
+  const { createTopicsReady, kafkaClient } = await import('../helpers/services.js');
   const admin = kafkaClient().admin();
   await admin.connect();
-  await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+  await createTopicsReady(admin, [{ topic, numPartitions: 1 }]);
   t.teardown(async () => {
     await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
     await admin.disconnect();
@@ -270,13 +270,10 @@ t.test(
     const key = `topics:${present},${absent}:{"topic.metadata.refresh.interval.ms":1000}`;
     const [first] = await consumeN(c, key, 1);
     t.equal(first?.value, 'now', 'the existing topic is consumed');
-    const { kafkaClient } = await import('../helpers/services.js');
+    const { createTopicsReady, kafkaClient } = await import('../helpers/services.js');
     const admin = kafkaClient().admin();
     await admin.connect();
-    await admin.createTopics({
-      topics: [{ topic: absent, numPartitions: 1 }],
-      waitForLeaders: true,
-    });
+    await createTopicsReady(admin, [{ topic: absent, numPartitions: 1 }]);
     t.teardown(async () => {
       await admin.deleteTopics({ topics: [absent] }).catch(() => undefined);
       await admin.disconnect();

@@ -10,7 +10,7 @@ import { Redis } from 'ioredis';
 import type { Test } from 'tap';
 import { spawnCli, type RunningCli } from '../../helpers/cli.js';
 import { eventually, freePort } from '../../helpers/net.js';
-import { KAFKA_BROKERS, kafkaClient } from '../../helpers/services.js';
+import { KAFKA_BROKERS, createTopicsReady, kafkaClient } from '../../helpers/services.js';
 
 export interface OwnRedis {
   port: number;
@@ -103,10 +103,10 @@ export async function createTopics(
 ): Promise<void> {
   const admin = kafkaClient().admin();
   await admin.connect();
-  await admin.createTopics({
-    topics: topics.map((x) => ({ numPartitions: 1, ...x })),
-    waitForLeaders: true,
-  });
+  await createTopicsReady(
+    admin,
+    topics.map((x) => ({ numPartitions: 1, ...x })),
+  );
   t.teardown(async () => {
     await admin
       .deleteTopics({ topics: topics.map((x) => x.topic), timeout: 10_000 })
