@@ -4,10 +4,17 @@
  */
 import { isIP } from 'node:net';
 import type { Dispatcher } from './dispatcher.js';
-import { buildEnvelope, type DropReason, type EventFields, type Source } from './event.js';
+import {
+  buildEnvelope,
+  type DropReason,
+  type Envelope,
+  type EventFields,
+  type Source,
+} from './event.js';
 import { cookieIdentity, hashIdentity, type Salts } from './identity.js';
 import { applyIpRule, normalizeIp } from './ip.js';
-import { ChildCache, type Metrics } from './metrics.js';
+import type { Metrics, Tally } from './metrics.js';
+import type { SinkEvent } from './sinks/types.js';
 import type { Tenant } from './tenants.js';
 import { uuidv7 } from './uuid.js';
 import type { Wal } from './wal.js';
@@ -32,6 +39,14 @@ export type Outcome =
   | { status: 'accepted'; id: string; envelope: Record<string, unknown>; setCookies: string[] }
   | { status: 'dropped' | 'rejected'; reason: string; envelope?: Record<string, unknown> };
 
+interface Ids {
+  visitorId: string | null;
+  sessionId: string | null;
+  userId: string | null;
+}
+const NO_IDS: Ids = { visitorId: null, sessionId: null, userId: null };
+const NO_COOKIES: string[] = [];
+
 export interface CollectorDeps {
   instance: () => string;
   dispatchers: () => ReadonlyMap<string, Dispatcher>;
@@ -41,11 +56,10 @@ export interface CollectorDeps {
 }
 
 export class Collector {
-  private readonly acceptedCount: ChildCache<{ inc(): void }>;
+  /** `accepted` tallies by tenant name. */
+  private readonly acceptedCount = new Map<string, Tally>();
 
-  constructor(private readonly deps: CollectorDeps) {
-    this.acceptedCount = new ChildCache((l) => deps.metrics.accepted.labels(l));
-  }
+  constructor(private readonly deps: CollectorDeps) {}
 
   countDrops(tenant: string, drops: readonly DropReason[]): void {
     for (const reason of drops) this.deps.metrics.fieldsDropped.inc({ tenant, reason });
@@ -70,8 +84,11 @@ export class Collector {
     return undefined;
   }
 
-  /** Steps 6-8: identity, envelope, admission; resolves once the event is handed over. */
-  async accept(tenant: Tenant, fields: EventFields, req: RequestContext): Promise<Outcome> {
+  /**
+   * Steps 6-8: identity, envelope, admission. A `queued` tenant's event is handed over before this
+   * returns, so the answer needs no promise; a `durable` one resolves after its WAL group fsync.
+   */
+  accept(tenant: Tenant, fields: EventFields, req: RequestContext): Outcome | Promise<Outcome> {
     const anonymize = this.optedOut(tenant, req);
     const ua = req.trusted && fields.ua !== null ? fields.ua : req.ua;
     let rawIp = req.rawIp;
@@ -79,16 +96,8 @@ export class Collector {
       if (isIP(fields.ip) !== 0) rawIp = normalizeIp(fields.ip);
       else this.deps.metrics.fieldsDropped.inc({ tenant: tenant.name, reason: 'untrusted' });
     }
-    let ids = {
-      visitorId: null as string | null,
-      sessionId: null as string | null,
-      userId: null as string | null,
-    };
-    let setCookies: string[] = [];
-    if (!anonymize) {
-      ids = this.identify(tenant, fields, req, rawIp, ua);
-      setCookies = req.cookies?.setCookies ?? [];
-    }
+    const ids = anonymize ? NO_IDS : this.identify(tenant, fields, req, rawIp, ua);
+    const setCookies = anonymize ? NO_COOKIES : (req.cookies?.setCookies ?? NO_COOKIES);
     const id = fields.id ?? uuidv7(req.receivedAt);
     const envelope = buildEnvelope(tenant.name, id, req.receivedAt, fields, ids, {
       ip: anonymize ? null : applyIpRule(rawIp, tenant.config.privacy.ip),
@@ -101,29 +110,52 @@ export class Collector {
       source: req.source,
       instance: this.deps.instance(),
     });
-    const data = Buffer.from(JSON.stringify(envelope), 'utf8');
-    const meta = {
-      id,
-      tenant: tenant.name,
-      receivedAt: req.receivedAt,
-      visitorId: ids.visitorId,
-      sessionId: ids.sessionId,
+    const event: SinkEvent = {
+      data: Buffer.from(JSON.stringify(envelope), 'utf8'),
+      meta: {
+        id,
+        tenant: tenant.name,
+        receivedAt: req.receivedAt,
+        visitorId: ids.visitorId,
+        sessionId: ids.sessionId,
+      },
     };
-    const admitted = await this.admit(tenant, data, meta);
-    if (!admitted) {
-      this.deps.metrics.dropped.inc({ tenant: tenant.name, reason: 'spool_full' });
-      return {
-        status: 'dropped',
-        reason: 'spool_full',
-        envelope: envelope as unknown as Record<string, unknown>,
-      };
+    const targets = this.targets(tenant, event.data.length);
+    if (targets.length === 0) return this.notAdmitted(tenant, envelope);
+    if (tenant.config.durability === 'durable') {
+      return this.deps.wal.append(event.data, targets.length).then(
+        (settle) => {
+          this.handOver(targets, event, settle);
+          return this.accepted(tenant, id, envelope, setCookies);
+        },
+        () => this.notAdmitted(tenant, envelope),
+      );
     }
-    this.acceptedCount.get({ tenant: tenant.name }).inc();
+    this.handOver(targets, event);
+    return this.accepted(tenant, id, envelope, setCookies);
+  }
+
+  private accepted(tenant: Tenant, id: string, envelope: Envelope, setCookies: string[]): Outcome {
+    let tally = this.acceptedCount.get(tenant.name);
+    if (tally === undefined) {
+      tally = this.deps.metrics.accepted.get({ tenant: tenant.name });
+      this.acceptedCount.set(tenant.name, tally);
+    }
+    tally.count += 1;
     return {
       status: 'accepted',
       id,
       envelope: envelope as unknown as Record<string, unknown>,
       setCookies,
+    };
+  }
+
+  private notAdmitted(tenant: Tenant, envelope: Envelope): Outcome {
+    this.deps.metrics.dropped.inc({ tenant: tenant.name, reason: 'spool_full' });
+    return {
+      status: 'dropped',
+      reason: 'spool_full',
+      envelope: envelope as unknown as Record<string, unknown>,
     };
   }
 
@@ -133,7 +165,7 @@ export class Collector {
     req: RequestContext,
     rawIp: string | null,
     ua: string | null,
-  ): { visitorId: string | null; sessionId: string | null; userId: string | null } {
+  ): Ids {
     const identity = tenant.config.identity;
     const userId = req.trusted ? fields.userId : null;
     if (req.trusted && (fields.visitorId !== null || fields.sessionId !== null)) {
@@ -156,41 +188,30 @@ export class Collector {
     return { visitorId: req.cookies.visitorId, sessionId: req.cookies.sessionId, userId };
   }
 
-  /** §3.9 admission: every target that can take the event gets it; none can: not accepted. */
-  private async admit(
-    tenant: Tenant,
-    data: Buffer,
-    meta: {
-      id: string;
-      tenant: string;
-      receivedAt: number;
-      visitorId: string | null;
-      sessionId: string | null;
-    },
-  ): Promise<boolean> {
+  /** §3.9 admission: the tenant's sinks that can take the event; none: it is not accepted. */
+  private targets(tenant: Tenant, bytes: number): Dispatcher[] {
     const all = this.deps.dispatchers();
     const targets: Dispatcher[] = [];
     for (const name of tenant.config.sinks) {
       const dispatcher = all.get(name);
       if (dispatcher === undefined) continue;
-      if (dispatcher.canAccept(data.length)) targets.push(dispatcher);
+      if (dispatcher.canAccept(bytes)) targets.push(dispatcher);
       else this.deps.metrics.sinkDropped.inc({ sink: name, reason: 'spool_full' });
     }
-    if (targets.length === 0) return false;
-    let settle: (() => void) | undefined;
-    if (tenant.config.durability === 'durable') {
-      try {
-        settle = await this.deps.wal.append(data, targets.length);
-      } catch {
-        return false;
-      }
-    }
+    return targets;
+  }
+
+  /**
+   * Step 8: each target gets its own QueuedEvent (a dispatcher clears `settle` once it has run
+   * it); a copy that no longer fits is counted and settled.
+   */
+  private handOver(targets: readonly Dispatcher[], event: SinkEvent, settle?: () => void): void {
+    const { data, meta } = event;
     for (const dispatcher of targets) {
       if (!dispatcher.push({ data, meta, settle })) {
         this.deps.metrics.sinkDropped.inc({ sink: dispatcher.name, reason: 'spool_full' });
         settle?.();
       }
     }
-    return true;
   }
 }

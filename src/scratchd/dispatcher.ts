@@ -56,6 +56,8 @@ export class Dispatcher {
   private retry: Batch | undefined;
   private failures = 0;
   private wakeUp: (() => void) | undefined;
+  /** While a small batch lingers, only a full batch ends the wait early. */
+  private lingering = false;
   private closing = false;
   private readonly abort = new AbortController();
   private running: Promise<void> | undefined;
@@ -109,8 +111,16 @@ export class Dispatcher {
       this.queue.push(event);
       this.queueBytes += bytes;
     }
-    this.wake();
+    // A lingering batch is woken once, when it fills, rather than by every event: each wake-up
+    // costs a new timer and abort listener, once per pixel at full load.
+    if (!this.lingering || this.batchFull()) this.wake();
     return true;
+  }
+
+  private batchFull(): boolean {
+    return (
+      this.queue.length >= this.options.batch_events || this.queueBytes >= this.options.batch_bytes
+    );
   }
 
   private spoolEvent(event: QueuedEvent): boolean {
@@ -259,13 +269,13 @@ export class Dispatcher {
 
   private async sleepUntilFull(ms: number): Promise<void> {
     const deadline = Date.now() + ms;
-    while (
-      Date.now() < deadline &&
-      this.queue.length < this.options.batch_events &&
-      this.queueBytes < this.options.batch_bytes &&
-      !this.closing
-    ) {
-      await this.sleep(deadline - Date.now());
+    this.lingering = true;
+    try {
+      while (Date.now() < deadline && !this.batchFull() && !this.closing) {
+        await this.sleep(deadline - Date.now());
+      }
+    } finally {
+      this.lingering = false;
     }
   }
 

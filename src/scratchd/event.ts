@@ -81,12 +81,7 @@ function fail(detail: string): Validated {
 export function cleanUrl(value: unknown): string | null | undefined {
   if (value === undefined || value === null || value === '') return null;
   if (typeof value !== 'string') return undefined;
-  if (!/^https?:\/\/[^\s/]/i.test(value)) return undefined;
-  try {
-    new URL(value);
-  } catch {
-    return undefined;
-  }
+  if (!/^https?:\/\/[^\s/]/i.test(value) || !URL.canParse(value)) return undefined;
   return value.slice(0, 2048);
 }
 
@@ -300,16 +295,18 @@ export function firstLanguage(header: string | undefined): string | null {
  */
 export function parseQuery(query: string): Map<string, string> | undefined {
   const out = new Map<string, string>();
-  if (query === '') return out;
-  for (const part of query.split('&')) {
-    if (part === '') continue;
-    const eq = part.indexOf('=');
-    const rawKey = eq === -1 ? part : part.slice(0, eq);
-    const rawValue = eq === -1 ? '' : part.slice(eq + 1);
-    const key = decodeComponent(rawKey);
-    const value = decodeComponent(rawValue);
-    if (key === undefined || value === undefined) return undefined;
-    if (!out.has(key)) out.set(key, value);
+  for (let start = 0; start < query.length;) {
+    let end = query.indexOf('&', start);
+    if (end === -1) end = query.length;
+    if (end > start) {
+      let eq = query.indexOf('=', start);
+      if (eq === -1 || eq > end) eq = end;
+      const key = decodeComponent(query.slice(start, eq));
+      const value = eq === end ? '' : decodeComponent(query.slice(eq + 1, end));
+      if (key === undefined || value === undefined) return undefined;
+      if (!out.has(key)) out.set(key, value);
+    }
+    start = end + 1;
   }
   return out;
 }

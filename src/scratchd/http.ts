@@ -21,7 +21,7 @@ import {
   type Source,
 } from './event.js';
 import type { TrustedProxies } from './ip.js';
-import { ChildCache, type Metrics } from './metrics.js';
+import type { Metrics, Tally } from './metrics.js';
 import {
   checkRedirect,
   checkSecret,
@@ -107,9 +107,10 @@ function rawTid(query: string): string | undefined {
 export class PublicServer {
   readonly server: Server;
   /** By route, then by status code: the finish hook runs once per request. */
-  private readonly requestCount = new Map<Route, Map<number, { inc(): void }>>();
+  private readonly requestCount = new Map<Route, Map<number, Tally>>();
   private readonly requestTime = new Map<Route, { observe(v: number): void }>();
-  private readonly receivedCount: ChildCache<{ inc(n?: number): void }>;
+  /** `received{route="track"}` by tenant name. */
+  private readonly trackReceived = new Map<string, Tally>();
 
   constructor(private readonly deps: PublicServerDeps) {
     const limits = deps.limits;
@@ -125,8 +126,6 @@ export class PublicServer {
       (req, res) => this.handle(req, res),
     );
     this.server.maxConnections = limits.max_connections;
-    const m = deps.metrics;
-    this.receivedCount = new ChildCache((l) => m.received.labels(l));
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
@@ -135,25 +134,32 @@ export class PublicServer {
     const route = this.routeOf(path, req.method);
     res.on('finish', () => this.countRequest(route, res.statusCode, started));
     if (this.deps.draining()) res.setHeader('Connection', 'close');
-    this.dispatch(route, path, query, req, res).catch((err: unknown) => {
-      if (err instanceof HttpFailure) return this.sendError(req, res, err);
-      if (!res.headersSent)
-        this.sendJson(req, res, 500, { error: 'internal', detail: 'internal error' });
-      else res.destroy();
-    });
+    try {
+      this.dispatch(route, path, query, req, res)?.catch((err: unknown) =>
+        this.fail(req, res, err),
+      );
+    } catch (err) {
+      this.fail(req, res, err);
+    }
+  }
+
+  private fail(req: IncomingMessage, res: ServerResponse, err: unknown): void {
+    if (err instanceof HttpFailure) return this.sendError(req, res, err);
+    if (!res.headersSent)
+      this.sendJson(req, res, 500, { error: 'internal', detail: 'internal error' });
+    else res.destroy();
   }
 
   private countRequest(route: Route, code: number, started: number): void {
     const metrics = this.deps.metrics;
     let byCode = this.requestCount.get(route);
-    if (byCode === undefined)
-      this.requestCount.set(route, (byCode = new Map<number, { inc(): void }>()));
+    if (byCode === undefined) this.requestCount.set(route, (byCode = new Map<number, Tally>()));
     let count = byCode.get(code);
     if (count === undefined) {
-      count = metrics.httpRequests.labels({ route, code: String(code) });
+      count = metrics.httpRequests.get({ route, code: String(code) });
       byCode.set(code, count);
     }
-    count.inc();
+    count.count += 1;
     let time = this.requestTime.get(route);
     if (time === undefined) {
       time = metrics.httpDuration.labels({ route });
@@ -171,13 +177,17 @@ export class PublicServer {
     return 'other';
   }
 
-  private async dispatch(
+  /**
+   * Answers the request; a promise when the answer waits on a body or a WAL fsync. The pixel of
+   * a `queued` tenant is answered before this returns, with no promise on its path.
+   */
+  private dispatch(
     route: Route,
     path: string,
     query: string,
     req: IncomingMessage,
     res: ServerResponse,
-  ): Promise<void> {
+  ): Promise<void> | undefined {
     const allow = ALLOW[path];
     if (allow === undefined) throw new HttpFailure(404, 'not_found', `no route for ${path}`);
     const method = req.method ?? 'GET';
@@ -185,9 +195,16 @@ export class PublicServer {
       res.setHeader('Allow', allow);
       throw new HttpFailure(405, 'method_not_allowed', `${method} is not allowed on ${path}`);
     }
-    if (route === 'track') return method === 'HEAD' ? this.head(res) : this.pixel(req, res, query);
+    if (route === 'track') {
+      if (method !== 'HEAD') return this.pixel(req, res, query);
+      this.head(res);
+      return undefined;
+    }
     if (route === 'r') return this.redirect(req, res, query);
-    if (route === 'preflight') return this.preflight(req, res, query);
+    if (route === 'preflight') {
+      this.preflight(req, res, query);
+      return undefined;
+    }
     return this.json(req, res, query, route === 'e' ? 'e' : 'batch');
   }
 
@@ -219,7 +236,11 @@ export class PublicServer {
 
   // ---- pixel -------------------------------------------------------------------------------
 
-  private async pixel(req: IncomingMessage, res: ServerResponse, query: string): Promise<void> {
+  private pixel(
+    req: IncomingMessage,
+    res: ServerResponse,
+    query: string,
+  ): Promise<void> | undefined {
     const url = req.url ?? '';
     const flags = {
       nogif: flagSet(query, 'nogif=', NOGIF),
@@ -227,23 +248,39 @@ export class PublicServer {
     };
     const tenant = this.deps.tenants().resolve(rawTid(query), req.headers.host);
     const label = tenant?.name ?? '_unknown';
-    this.receivedCount.get({ tenant: label, route: 'track' }).inc();
-    const outcome = await this.pixelOutcome(req, url, query, tenant);
-    if (outcome.status !== 'accepted') this.countNotAccepted(label, outcome);
+    let received = this.trackReceived.get(label);
+    if (received === undefined) {
+      received = this.deps.metrics.received.get({ tenant: label, route: 'track' });
+      this.trackReceived.set(label, received);
+    }
+    received.count += 1;
+    const outcome = this.pixelOutcome(req, url, query, tenant);
+    if (outcome instanceof Promise)
+      return outcome.then((settled) => this.answerPixel(res, settled, label, flags, tenant));
+    this.answerPixel(res, outcome, label, flags, tenant);
+    return undefined;
+  }
+
+  private answerPixel(
+    res: ServerResponse,
+    outcome: Outcome,
+    label: string,
+    flags: { nogif: boolean; debug: boolean },
+    tenant: Tenant | undefined,
+  ): void {
+    if (outcome.status === 'rejected') this.rejectCount(label, outcome.reason);
     this.sendPixel(res, outcome, flags, tenant);
   }
 
-  private countNotAccepted(tenant: string, outcome: Outcome): void {
-    if (outcome.status === 'rejected') this.rejectCount(tenant, outcome.reason);
-  }
-
-  private async pixelOutcome(
+  private pixelOutcome(
     req: IncomingMessage,
     url: string,
     query: string,
     tenant: Tenant | undefined,
-  ): Promise<Outcome> {
-    if (Buffer.byteLength(url) > this.deps.limits.pixel_url_kb * 1024)
+  ): Outcome | Promise<Outcome> {
+    const maxUrlBytes = this.deps.limits.pixel_url_kb * 1024;
+    // A UTF-16 unit is at most 3 UTF-8 bytes, so most URLs need no byte count at all.
+    if (url.length * 3 > maxUrlBytes && Buffer.byteLength(url) > maxUrlBytes)
       return { status: 'rejected', reason: 'too_large' };
     const params = parseQuery(query);
     if (params === undefined) return { status: 'rejected', reason: 'invalid_event' };
@@ -269,12 +306,12 @@ export class PublicServer {
   }
 
   /** Validation, screening, one rate-limit token, acceptance: one event from a GET. */
-  private async single(
+  private single(
     tenant: Tenant,
     raw: RawEvent,
     drops: DropReason[],
     ctx: RequestContext,
-  ): Promise<Outcome> {
+  ): Outcome | Promise<Outcome> {
     const validated = validateEvent(raw, {
       source: ctx.source,
       receivedAt: ctx.receivedAt,
@@ -341,7 +378,7 @@ export class PublicServer {
         'the query string is not valid percent-encoded UTF-8',
       );
     const tenant = this.deps.tenants().resolve(params.get('tid'), req.headers.host);
-    this.receivedCount.get({ tenant: tenant?.name ?? '_unknown', route: 'r' }).inc();
+    this.deps.metrics.received.inc({ tenant: tenant?.name ?? '_unknown', route: 'r' });
     if (tenant === undefined) {
       this.rejectCount('_unknown', 'unknown_tenant');
       throw new HttpFailure(404, 'unknown_tenant', 'no tenant for this tid or host');
@@ -478,7 +515,7 @@ export class PublicServer {
       fail(413, 'too_large', `the body is over ${limitBytes} bytes`),
     );
     const items = this.parseItems(body, source, ndjson, fail);
-    this.receivedCount.get({ tenant: tenant.name, route: source }).inc(items.length);
+    this.deps.metrics.received.inc({ tenant: tenant.name, route: source }, items.length);
     await this.intake(req, res, tenant, items, source, trusted);
   }
 
@@ -619,7 +656,8 @@ export class PublicServer {
     const ids: string[] = [];
     let overloaded = 0;
     for (const { i, fields } of kept) {
-      const outcome = await this.deps.collector.accept(tenant, fields.fields, ctx);
+      let outcome = this.deps.collector.accept(tenant, fields.fields, ctx);
+      if (outcome instanceof Promise) outcome = await outcome;
       if (outcome.status === 'accepted') ids.push(outcome.id);
       else {
         overloaded += 1;

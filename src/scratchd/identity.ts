@@ -10,18 +10,6 @@ import { randomId22 } from './uuid.js';
 
 const COOKIE_ID = /^[A-Za-z0-9_-]{22}$/;
 
-export function parseCookies(header: string | undefined): Map<string, string> {
-  const out = new Map<string, string>();
-  if (header === undefined) return out;
-  for (const part of header.split(';')) {
-    const eq = part.indexOf('=');
-    if (eq === -1) continue;
-    const key = part.slice(0, eq).trim();
-    if (!out.has(key)) out.set(key, part.slice(eq + 1).trim());
-  }
-  return out;
-}
-
 export function buildCookie(
   name: string,
   value: string,
@@ -39,21 +27,58 @@ export interface CookieIds {
   setCookies: string[];
 }
 
+/**
+ * The first value of each of two cookies in a Cookie header (`;`-separated `name=value` pairs,
+ * name and value trimmed, parts without `=` skipped), found in one pass that builds no map: a
+ * site's Cookie header carries many cookies besides these two.
+ */
+export function twoCookies(
+  header: string | undefined,
+  first: string,
+  second: string,
+): [string | undefined, string | undefined] {
+  let a: string | undefined;
+  let b: string | undefined;
+  if (header === undefined) return [a, b];
+  let eq = -1;
+  for (let start = 0; start <= header.length && (a === undefined || b === undefined);) {
+    let end = header.indexOf(';', start);
+    if (end === -1) end = header.length;
+    // The next '=' is looked up again only once the parts have passed it.
+    if (eq < start) eq = header.indexOf('=', start);
+    if (eq === -1) break;
+    if (eq < end) {
+      const key = header.slice(start, eq).trim();
+      if (key === first || key === second) {
+        const value = header.slice(eq + 1, end).trim();
+        if (a === undefined && key === first) a = value;
+        if (b === undefined && key === second) b = value;
+      }
+    }
+    start = end + 1;
+  }
+  return [a, b];
+}
+
 /** Cookie mode: reuse valid ids, make missing ones, always re-send the session cookie. */
 export function cookieIdentity(
   cookieHeader: string | undefined,
   config: IdentityConfig,
 ): CookieIds {
-  const cookies = parseCookies(cookieHeader);
+  const [visitorCookie, sessionCookie] = twoCookies(
+    cookieHeader,
+    config.visitor_cookie,
+    config.session_cookie,
+  );
   const setCookies: string[] = [];
-  let visitorId = cookies.get(config.visitor_cookie);
+  let visitorId = visitorCookie;
   if (visitorId === undefined || !COOKIE_ID.test(visitorId)) {
     visitorId = randomId22();
     setCookies.push(
       buildCookie(config.visitor_cookie, visitorId, config.visitor_days * 86_400, config),
     );
   }
-  let sessionId = cookies.get(config.session_cookie);
+  let sessionId = sessionCookie;
   if (sessionId === undefined || !COOKIE_ID.test(sessionId)) sessionId = randomId22();
   setCookies.push(
     buildCookie(config.session_cookie, sessionId, config.session_idle_min * 60, config),

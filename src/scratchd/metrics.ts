@@ -2,7 +2,14 @@
  * scratchd's metrics (§6), in its own Registry. Label names are only tenant, sink, route, code
  * and reason; ids, URLs, IPs and hosts never become labels.
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import {
+  collectDefaultMetrics,
+  Counter,
+  Gauge,
+  Histogram,
+  Registry,
+  type LabelValues,
+} from 'prom-client';
 
 export function createMetrics() {
   const registry = new Registry();
@@ -18,9 +25,11 @@ export function createMetrics() {
     labelNames: readonly L[],
     buckets: number[],
   ) => new Histogram<L>({ name, help, labelNames, buckets, registers });
+  const tallied = <L extends string>(name: string, help: string, labelNames: readonly L[]) =>
+    new Tallies<L>((collect) => new Counter<L>({ name, help, labelNames, registers, collect }));
   const m = {
     registry,
-    httpRequests: counter(
+    httpRequests: tallied(
       'scratchd_http_requests_total',
       'HTTP requests by route and status code.',
       ['route', 'code'],
@@ -31,11 +40,11 @@ export function createMetrics() {
       ['route'],
       [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
     ),
-    received: counter('scratchd_events_received_total', 'Events received, before validation.', [
+    received: tallied('scratchd_events_received_total', 'Events received, before validation.', [
       'tenant',
       'route',
     ]),
-    accepted: counter('scratchd_events_accepted_total', 'Events accepted into every target sink.', [
+    accepted: tallied('scratchd_events_accepted_total', 'Events accepted into every target sink.', [
       'tenant',
     ]),
     rejected: counter('scratchd_events_rejected_total', 'Events not accepted, by reason.', [
@@ -118,22 +127,46 @@ export function createMetrics() {
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
+/** Increments of one label set that prom-client has not been given yet. */
+export interface Tally {
+  count: number;
+}
+
 /**
- * Memoised labelled children for the hot path: prom-client hashes the label object on every
- * `inc({...})`, while a child from `labels()` is a plain method call.
+ * A counter for the request path. prom-client hashes the label values again on every `inc()`,
+ * even on a child from `labels()`; here an increment is `tally.count += 1` on an object the caller
+ * keeps, and the counts are handed to the counter each time it is collected, so every scrape
+ * still sees every increment made before it.
  */
-export class ChildCache<T> {
-  private readonly children = new Map<string, T>();
+export class Tallies<L extends string> {
+  readonly counter: Counter<L>;
+  private readonly byKey = new Map<string, { labels: LabelValues<L>; tally: Tally }>();
 
-  constructor(private readonly make: (labels: Record<string, string>) => T) {}
+  /** `make` builds the counter with the given collect hook, which prom-client calls per scrape. */
+  constructor(make: (collect: () => void) => Counter<L>) {
+    this.counter = make(() => this.flush());
+  }
 
-  get(labels: Record<string, string>): T {
+  /** The tally of one label set; callers on the request path keep it instead of asking again. */
+  get(labels: LabelValues<L>): Tally {
     const key = Object.values(labels).join('\u0000');
-    let child = this.children.get(key);
-    if (child === undefined) {
-      child = this.make(labels);
-      this.children.set(key, child);
+    let entry = this.byKey.get(key);
+    if (entry === undefined) {
+      entry = { labels: { ...labels }, tally: { count: 0 } };
+      this.byKey.set(key, entry);
     }
-    return child;
+    return entry.tally;
+  }
+
+  inc(labels: LabelValues<L>, n = 1): void {
+    this.get(labels).count += n;
+  }
+
+  flush(): void {
+    for (const { labels, tally } of this.byKey.values()) {
+      if (tally.count === 0) continue;
+      this.counter.inc(labels, tally.count);
+      tally.count = 0;
+    }
   }
 }

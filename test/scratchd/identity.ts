@@ -2,7 +2,13 @@
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { cookieIdentity, hashIdentity, Salts, SessionCache } from '../../src/scratchd/identity.js';
+import {
+  cookieIdentity,
+  hashIdentity,
+  Salts,
+  SessionCache,
+  twoCookies,
+} from '../../src/scratchd/identity.js';
 import { BotMatcher, TrustedProxies, truncateIp } from '../../src/scratchd/ip.js';
 import { TokenBucket } from '../../src/scratchd/rate-limit.js';
 import { tempDir } from './helpers/harness.js';
@@ -35,6 +41,25 @@ t.test('cookie identity sets, keeps and re-sends', async (t) => {
   t.equal(again.setCookies.length, 1);
   const malformed = cookieIdentity('_scr_v=short', identity);
   t.not(malformed.visitorId, 'short');
+});
+
+t.test('the two identity cookies are found among others', async (t) => {
+  const cases: [string, string | undefined, [string | undefined, string | undefined]][] = [
+    ['no header', undefined, [undefined, undefined]],
+    ['empty header', '', [undefined, undefined]],
+    ['both, other cookies around', 'a=1; _scr_v=V; b=2; _scr_s=S; c=3', ['V', 'S']],
+    ['first value wins', '_scr_s=S1; _scr_v=V1; _scr_v=V2; _scr_s=S2', ['V1', 'S1']],
+    ['names and values trimmed', '  _scr_v =  V ;_scr_s=S  ', ['V', 'S']],
+    ['parts without = skipped', 'flag; _scr_v=V; other; _scr_s=S', ['V', 'S']],
+    ['a value holding =', '_scr_v=a=b; _scr_s=', ['a=b', '']],
+    ['only a longer name', '_scr_vv=X; x_scr_s=Y', [undefined, undefined]],
+    ['trailing separators', '_scr_v=V;;', ['V', undefined]],
+    ['no = anywhere', 'a; b; c', [undefined, undefined]],
+  ];
+  for (const [label, header, want] of cases) {
+    t.same(twoCookies(header, '_scr_v', '_scr_s'), want, label);
+  }
+  t.same(twoCookies('x=1; same=V', 'same', 'same'), ['V', 'V'], 'one name asked twice');
 });
 
 t.test('A10: hash identity across midnight, idle gaps and restarts', async (t) => {
