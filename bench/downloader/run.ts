@@ -333,6 +333,19 @@ async function measure(
 
 function report(figures: Record<string, unknown> | undefined): void {
   process.stdout.write(`downloader benchmark\n${JSON.stringify(figures ?? {}, null, 2)}\n`);
+  const { small_files: small, large_file: large } = (figures ?? {}) as {
+    small_files?: { ratio: number };
+    large_file?: { ratio: number; processor_rss_growth_mib: number };
+  };
+  const missed = [
+    small && small.ratio < 0.5 && 'small files',
+    large && large.ratio < 0.8 && 'large file',
+    large && large.processor_rss_growth_mib > 64 && 'large file RSS',
+  ].filter((name) => typeof name === 'string');
+  if (missed.length > 0) {
+    process.stdout.write(`missed: ${missed.join(', ')}\n`);
+    process.exitCode = 1;
+  }
 }
 
 await main();

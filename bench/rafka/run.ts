@@ -523,6 +523,20 @@ async function main(): Promise<void> {
   const text = JSON.stringify(report, null, 2);
   await writeFile(resolve(import.meta.dirname, '../../dist/bench-rafka.json'), text);
   process.stdout.write(`${text}\n`);
+  type Ratio = { ratio: number; bar: number } | undefined;
+  const churn = report.connectionChurn as (Ratio & { unflushed: number }) | undefined;
+  const idle = report.idleMemory as { bytesPerConnection: number; barBytes: number } | undefined;
+  const below = (r: Ratio): boolean => r !== undefined && r.ratio < r.bar;
+  const missed = [
+    below(report.produceThroughput as Ratio) && 'produce throughput',
+    below(report.consumeThroughput as Ratio) && 'consume throughput',
+    churn && (churn.ratio > churn.bar || churn.unflushed !== 0) && 'connection churn',
+    idle && idle.bytesPerConnection > idle.barBytes && 'idle memory',
+  ].filter((name) => typeof name === 'string');
+  if (missed.length > 0) {
+    process.stdout.write(`missed: ${missed.join(', ')}\n`);
+    process.exitCode = 1;
+  }
 }
 
 await main();
