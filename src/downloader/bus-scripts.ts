@@ -79,7 +79,8 @@ return 1
  * Returns {id, token, HGETALL} triples; a missing record gives token ''.
  */
 export const CLAIM_DOWNLOADS = `
-local P, aggr, now, n, deadline, base = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local P, aggr, now = ARGV[1], ARGV[2], ARGV[3]
+local n, deadline, base = tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local rk = P .. 'ready:' .. aggr
 local ids = redis.call('ZRANGEBYSCORE', rk, '-inf', now, 'LIMIT', 0, n)
 local out = {}

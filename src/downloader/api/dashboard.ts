@@ -8,7 +8,11 @@ const SCRIPT = String.raw`
 (function () {
   var hosts = (window.Hosts && window.Hosts.length) ? window.Hosts : [window.location.origin];
   var lastOk = Date.now();
-  function el(tag, text) { var e = document.createElement(tag); if (text !== undefined) e.textContent = String(text); return e; }
+  function el(tag, text) {
+    var e = document.createElement(tag);
+    if (text !== undefined) e.textContent = String(text);
+    return e;
+  }
   function base(h) { return h.replace(/\/+$/, ''); }
   function fetchJson(url) {
     return fetch(url, { cache: 'no-store' }).then(function (r) {
@@ -23,11 +27,15 @@ const SCRIPT = String.raw`
     if (rows.length === 0) { box.appendChild(el('p', 'No running aggregations :(')); return; }
     rows.sort(function (a, b) { return b.size - a.size; });
     var table = el('table'); var head = el('tr');
-    ['Aggregation', 'Host', 'Pending Downloads'].forEach(function (h) { head.appendChild(el('th', h)); });
+    ['Aggregation', 'Host', 'Pending Downloads'].forEach(function (h) {
+      head.appendChild(el('th', h));
+    });
     table.appendChild(head);
     rows.forEach(function (r) {
       var tr = el('tr');
-      tr.appendChild(el('td', r.name.replace(/^jobs:/, ''))); tr.appendChild(el('td', r.host)); tr.appendChild(el('td', r.size));
+      tr.appendChild(el('td', r.name.replace(/^jobs:/, '')));
+      tr.appendChild(el('td', r.host));
+      tr.appendChild(el('td', r.size));
       table.appendChild(tr);
     });
     box.appendChild(table);
@@ -38,13 +46,18 @@ const SCRIPT = String.raw`
     var names = Object.keys(perHost).filter(function (h) { return perHost[h]; });
     if (names.length === 0) { box.appendChild(el('p', 'No Stats found :(')); return; }
     var keys = {};
-    names.forEach(function (h) { Object.keys(perHost[h]).forEach(function (k) { keys[k] = true; }); });
+    names.forEach(function (h) {
+      Object.keys(perHost[h]).forEach(function (k) { keys[k] = true; });
+    });
     var table = el('table'); var head = el('tr'); head.appendChild(el('th', 'Key'));
     names.forEach(function (h) { head.appendChild(el('th', h)); });
     table.appendChild(head);
     Object.keys(keys).sort().forEach(function (k) {
       var tr = el('tr'); tr.appendChild(el('td', k));
-      names.forEach(function (h) { var v = perHost[h][k]; tr.appendChild(el('td', v === undefined ? '' : v)); });
+      names.forEach(function (h) {
+        var v = perHost[h][k];
+        tr.appendChild(el('td', v === undefined ? '' : v));
+      });
       table.appendChild(tr);
     });
     box.appendChild(table);
@@ -53,7 +66,8 @@ const SCRIPT = String.raw`
     var box = document.getElementById('js-liveness');
     var stale = Date.now() - lastOk > 6000;
     box.className = stale ? 'callout red' : 'callout green';
-    box.textContent = stale ? 'Stats are stale: no successful fetch for ' + Math.round((Date.now() - lastOk) / 1000) + ' s' : 'Live';
+    var silentS = Math.round((Date.now() - lastOk) / 1000);
+    box.textContent = stale ? 'Stats are stale: no successful fetch for ' + silentS + ' s' : 'Live';
   }
   function poll() {
     var aggregations = []; var proc = {}; var notif = {};
@@ -63,13 +77,18 @@ const SCRIPT = String.raw`
         fetchJson(base(h) + '/stats/processor'),
         fetchJson(base(h) + '/stats/notifier'),
       ]).then(function (res) {
-        (res[0] || []).forEach(function (r) { aggregations.push({ name: r.name, size: r.size, host: h }); });
+        (res[0] || []).forEach(function (r) {
+          aggregations.push({ name: r.name, size: r.size, host: h });
+        });
         proc[h] = res[1]; notif[h] = res[2];
         lastOk = Date.now();
       });
     });
     Promise.allSettled(jobs).then(function () {
-      renderAggregations(aggregations); renderStats('processor-stats', proc); renderStats('notifier-stats', notif); liveness();
+      renderAggregations(aggregations);
+      renderStats('processor-stats', proc);
+      renderStats('notifier-stats', notif);
+      liveness();
     });
   }
   poll();
