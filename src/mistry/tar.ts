@@ -168,7 +168,9 @@ interface BodySource {
   pieces: Promise<void>[];
 }
 
-/** Reads `length` bytes at `position` into `target` at `offset`; zeros where the file came up short. */
+/**
+ * Reads `length` bytes at `position` into `target` at `offset`; zeros where the file came up short.
+ */
 async function readFully(
   files: TarFiles,
   fd: number,

@@ -28,7 +28,9 @@ function emptyPlan(members: readonly GroupMember[]): Plan {
   return new Map(members.map((m) => [m.memberId, new Map<string, number[]>()]));
 }
 
-/** Per topic, the subscribed members sorted by id get contiguous ranges, the first ones one extra. */
+/**
+ * Per topic, the subscribed members sorted by id get contiguous ranges, the first ones one extra.
+ */
 export function rangeAssign(
   members: readonly GroupMember[],
   partitions: Map<string, number>,

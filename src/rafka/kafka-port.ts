@@ -63,7 +63,10 @@ export interface KafkaPort {
   send(records: readonly ProduceRecord[]): Promise<DeliveryResult[]>;
   /** Cached partition count, or undefined when the topic is not (yet) known. */
   partitionCount(topic: string): number | undefined;
-  /** Refreshes metadata of these topics; resolves with those that exist. Rejects when Kafka is unreachable. */
+  /**
+   * Refreshes metadata of these topics; resolves with those that exist. Rejects when Kafka is
+   * unreachable.
+   */
   refreshMetadata(topics: readonly string[]): Promise<Set<string>>;
   listTopics(timeoutMs: number): Promise<string[]>;
   createConsumer(spec: ConsumerSpec): KafkaConsumerPort;

@@ -15,7 +15,9 @@ export interface RafkaOptions {
   metricsPort: number;
   /** False with `--no-metrics`. */
   metrics: boolean;
-  /** How long a closing connection's messages may take before they count as unflushed. Default 5000. */
+  /**
+   * How long a closing connection's messages may take before they count as unflushed. Default 5000.
+   */
   flushTimeoutMs: number;
   /** Hard bound from stop signal to exit. Default 8000. */
   shutdownTimeoutMs: number;

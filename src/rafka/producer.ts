@@ -144,7 +144,10 @@ export class SharedProducer {
     this.sendQueued();
   }
 
-  /** Flushes and waits until every accepted message resolved or `timeoutMs` passed; returns the rest. */
+  /**
+   * Flushes and waits until every accepted message resolved or `timeoutMs` passed; returns the
+   * rest.
+   */
   async drain(timeoutMs: number): Promise<number> {
     this.flushNow();
     if (this.bufferedMessages === 0) return 0;

@@ -23,7 +23,9 @@ export class TrustedProxies {
     return this.list.check(ip, family === 6 ? 'ipv6' : 'ipv4');
   }
 
-  /** Walks X-Forwarded-For from the right, skipping trusted hops; the first untrusted is the client. */
+  /**
+   * Walks X-Forwarded-For from the right, skipping trusted hops; the first untrusted is the client.
+   */
   clientIp(remote: string | undefined, forwarded: string | undefined): string | null {
     if (remote === undefined) return null;
     let client = normalizeIp(remote);

@@ -177,7 +177,9 @@ export async function runReplay(config: ScratchdConfig, options: ReplayOptions):
   return failed === 0 ? ExitCode.ok : ExitCode.failure;
 }
 
-/** Resolves with the events the sink refused for good, or undefined once it failed for `giveUpMs`. */
+/**
+ * Resolves with the events the sink refused for good, or undefined once it failed for `giveUpMs`.
+ */
 async function writeWithRetry(
   write: (batch: readonly SinkEvent[]) => Promise<WriteResult>,
   batch: SinkEvent[],

@@ -108,7 +108,9 @@ export function checkSecret(tenant: Tenant, secret: string): boolean {
   return ok;
 }
 
-/** `/r` signatures: HMAC-SHA256(key, tenant + "\n" + to) in lowercase hex, any key of the tenant. */
+/**
+ * `/r` signatures: HMAC-SHA256(key, tenant + "\n" + to) in lowercase hex, any key of the tenant.
+ */
 export function signRedirect(key: Buffer | string, tenant: string, to: string): string {
   return createHmac('sha256', key).update(`${tenant}\n${to}`, 'utf8').digest('hex');
 }

@@ -1,4 +1,5 @@
-// Reply encodings, byte for byte, and each decoded back by a real RESP parser split at every offset.
+// Reply encodings, byte for byte, and each decoded back by a real RESP parser split at every
+// offset.
 import t from 'tap';
 import * as resp from '../../src/rafka/resp-encoder.js';
 

@@ -1,4 +1,5 @@
-// The dispatcher state machine (spec §3.9) against a scripted fake sink: pure logic plus a temp spool.
+// The dispatcher state machine (spec §3.9) against a scripted fake sink: pure logic plus a temp
+// spool.
 import t, { type Test } from 'tap';
 import { silentLogger } from '../../src/common/logger.js';
 import { DeadLetter } from '../../src/scratchd/dead-letter.js';

@@ -1,5 +1,6 @@
 // Operator commands end to end (spec §3.1, §3.12, issue 7): `check` and `replay`, each in the
-// human form (unchanged) and with `--json`, on success and on failure, through the built executable.
+// human form (unchanged) and with `--json`, on success and on failure, through the built
+// executable.
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';

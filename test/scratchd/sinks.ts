@@ -187,7 +187,8 @@ t.test(
       validateOnly: false,
       resources: [
         {
-          // ConfigResourceTypes.TOPIC: kafkajs's CommonJS build exports no such named binding to ESM.
+          // ConfigResourceTypes.TOPIC: kafkajs's CommonJS build exports no such named binding to
+          // ESM.
           type: 2,
           name: `${base}.small`,
           configEntries: [{ name: 'max.message.bytes', value: '1048576' }],

@@ -41,7 +41,9 @@ function jpeg(buf: Buffer): string {
   throw new ImageSizeError('jpeg: unexpected EOF before the frame header');
 }
 
-/** `<W>x<H>` for the three formats, `''` for any other type; throws ImageSizeError on bad headers. */
+/**
+ * `<W>x<H>` for the three formats, `''` for any other type; throws ImageSizeError on bad headers.
+ */
 export function imageSize(mime: string, header: Buffer): string {
   if (mime === 'image/png') return png(header);
   if (mime === 'image/gif') return gif(header);

@@ -31,7 +31,9 @@ export async function detectMime(sample: Buffer): Promise<string> {
   return looksLikeText(sample) ? 'text/plain' : 'application/octet-stream';
 }
 
-/** Checks `mime` against a comma list of globs (all must hold); the failure's message or undefined. */
+/**
+ * Checks `mime` against a comma list of globs (all must hold); the failure's message or undefined.
+ */
 export function mimeMismatch(patterns: string, mime: string): string | undefined {
   for (const item of patterns.split(',')) {
     const trimmed = item.trim();

@@ -64,7 +64,9 @@ async function syncDir(dir: string, opening: Promise<FileHandle | undefined>): P
   }
 }
 
-/** Renames `tmpPath` to `target`, copying across filesystems; ENOENT when its directory is missing. */
+/**
+ * Renames `tmpPath` to `target`, copying across filesystems; ENOENT when its directory is missing.
+ */
 async function moveInto(tmpPath: string, target: string): Promise<void> {
   try {
     await rename(tmpPath, target);

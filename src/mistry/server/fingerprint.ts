@@ -44,7 +44,8 @@ export class FingerprintCache {
       Buffer.compare(Buffer.from(a), Buffer.from(b)),
     );
     // A thread-pool round trip costs far more than a stat of a cached inode, so small dirs (the
-    // common project) are stat'ed synchronously; big ones go through the pool to keep the loop free.
+    // common project) are stat'ed synchronously; big ones go through the pool to keep the loop
+    // free.
     const small = names.length <= SYNC_STAT_ENTRIES;
     for (const name of names) {
       const relative = prefix === '' ? name : `${prefix}/${name}`;

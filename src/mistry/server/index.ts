@@ -233,7 +233,9 @@ type RebuildFlags = {
   pruneMinAge: number;
 };
 
-/** Leftovers younger than this are kept by `rebuild`'s prune: a running server may still need them. */
+/**
+ * Leftovers younger than this are kept by `rebuild`'s prune: a running server may still need them.
+ */
 const DEFAULT_PRUNE_MIN_AGE_S = 600;
 
 function seconds(value: string): number {

@@ -64,7 +64,9 @@ export interface RecoveryOptions {
   metrics: MistryMetrics;
 }
 
-/** Force-removes containers labelled with this build_path. Docker being down is logged, not fatal. */
+/**
+ * Force-removes containers labelled with this build_path. Docker being down is logged, not fatal.
+ */
 export async function removeOrphans(options: RecoveryOptions): Promise<void> {
   let containers: Docker.ContainerInfo[];
   try {

@@ -10,7 +10,8 @@ export interface Asset {
 }
 
 const STYLE = `body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}
-td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}pre{background:#f4f4f4;padding:1em;white-space:pre-wrap}`;
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+pre{background:#f4f4f4;padding:1em;white-space:pre-wrap}`;
 
 const INDEX_HTML = `<!doctype html>
 <html><head><meta charset="utf-8"><title>The mistry jobs</title>
@@ -22,14 +23,22 @@ const INDEX_HTML = `<!doctype html>
 `;
 
 const INDEX_JS = `'use strict';
-function cell(row, text) { const td = document.createElement('td'); td.textContent = text; row.appendChild(td); return td; }
+function cell(row, text) {
+  const td = document.createElement('td');
+  td.textContent = text;
+  row.appendChild(td);
+  return td;
+}
 async function refresh() {
   try {
     const res = await fetch('/index?limit=200');
     const jobs = await res.json();
     const body = document.getElementById('jobs');
     body.textContent = '';
-    if (jobs.length === 0) { const row = body.insertRow(); cell(row, 'No jobs...').colSpan = 4; return; }
+    if (jobs.length === 0) {
+      cell(body.insertRow(), 'No jobs...').colSpan = 4;
+      return;
+    }
     for (const job of jobs) {
       const row = body.insertRow();
       const td = cell(row, '');
@@ -37,7 +46,9 @@ async function refresh() {
       link.href = '/job/' + encodeURIComponent(job.project) + '/' + encodeURIComponent(job.id);
       link.textContent = job.id;
       td.appendChild(link);
-      cell(row, job.project); cell(row, job.startedAt); cell(row, job.state);
+      cell(row, job.project);
+      cell(row, job.startedAt);
+      cell(row, job.state);
     }
   } catch (err) { /* the next refresh tries again */ }
 }
@@ -57,6 +68,7 @@ const JOB_HTML = `<!doctype html>
 const JOB_JS = `'use strict';
 const parts = location.pathname.split('/');
 const project = decodeURIComponent(parts[2] || ''), id = decodeURIComponent(parts[3] || '');
+const jobPath = encodeURIComponent(project) + '/' + encodeURIComponent(id);
 const logEl = document.getElementById('log');
 let rendered = 0;
 function row(label, value) {
@@ -65,10 +77,11 @@ function row(label, value) {
   const td = tr.insertCell(); td.textContent = value;
 }
 async function load() {
-  const res = await fetch('/job/' + encodeURIComponent(project) + '/' + encodeURIComponent(id), { headers: { Accept: 'application/json' } });
+  const res = await fetch('/job/' + jobPath, { headers: { Accept: 'application/json' } });
   if (res.status !== 200) {
     // Still queued (not on disk yet) or a transient error: look again shortly.
-    document.getElementById('tail').textContent = res.status === 404 ? 'Waiting for the job to start...' : 'Loading failed, retrying...';
+    document.getElementById('tail').textContent =
+      res.status === 404 ? 'Waiting for the job to start...' : 'Loading failed, retrying...';
     setTimeout(load, 1000);
     return;
   }
@@ -77,21 +90,40 @@ async function load() {
   const info = job.BuildInfo;
   document.getElementById('id').textContent = job.ID;
   document.querySelector('#details tbody').textContent = '';
-  row('Project', job.Project); row('Group', job.Group); row('State', job.State);
-  row('Started At', job.StartedAt); row('Duration', info.Duration < 0 ? '' : (info.Duration / 1e9).toFixed(3) + 's');
-  row('Path', info.Path); row('Params', JSON.stringify(job.Params)); row('Cached', String(info.Cached));
-  row('Coalesced', String(info.Coalesced)); row('Incremental', String(info.Incremental));
-  row('ExitCode', String(info.ExitCode)); row('Transport method', info.TransportMethod); row('Error', info.ErrBuild);
+  const rows = [
+    ['Project', job.Project],
+    ['Group', job.Group],
+    ['State', job.State],
+    ['Started At', job.StartedAt],
+    ['Duration', info.Duration < 0 ? '' : (info.Duration / 1e9).toFixed(3) + 's'],
+    ['Path', info.Path],
+    ['Params', JSON.stringify(job.Params)],
+    ['Cached', String(info.Cached)],
+    ['Coalesced', String(info.Coalesced)],
+    ['Incremental', String(info.Incremental)],
+    ['ExitCode', String(info.ExitCode)],
+    ['Transport method', info.TransportMethod],
+    ['Error', info.ErrBuild],
+  ];
+  for (const [label, value] of rows) row(label, value);
   const log = info.ContainerStdouterr || '';
   logEl.textContent = log;
   rendered = new TextEncoder().encode(log).length;
   if (job.State === 'pending') follow();
 }
 function follow() {
-  const source = new EventSource('/log/' + encodeURIComponent(project) + '/' + encodeURIComponent(id) + '?from=' + rendered);
-  source.onmessage = (event) => { logEl.appendChild(document.createTextNode(event.data + '\\n')); };
-  source.addEventListener('end', () => { source.close(); load(); });
-  source.onerror = () => { source.close(); document.getElementById('tail').textContent = 'Web tail failed.'; };
+  const source = new EventSource('/log/' + jobPath + '?from=' + rendered);
+  source.onmessage = (event) => {
+    logEl.appendChild(document.createTextNode(event.data + '\\n'));
+  };
+  source.addEventListener('end', () => {
+    source.close();
+    load();
+  });
+  source.onerror = () => {
+    source.close();
+    document.getElementById('tail').textContent = 'Web tail failed.';
+  };
 }
 load();
 `;
