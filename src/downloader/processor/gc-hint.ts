@@ -17,9 +17,10 @@ export const GC_EVERY_BYTES = 8 * 1024 * 1024;
 type Collect = (options: { type: 'minor' }) => void;
 
 /**
- * V8's `gc` function without `--expose-gc` on the command line (the single executable has no
- * command line for V8 flags): the flag only affects contexts created after it is set, so it is set
- * for the one context that hands the function over, then cleared. Undefined if V8 refuses.
+ * V8's `gc` function without `--expose-gc` for the whole process (sea-config.json's execArgv could
+ * pass it, but then every component's global object would carry `gc`): the flag only affects
+ * contexts created after it is set, so it is set for the one context that hands the function
+ * over, then cleared. Undefined if V8 refuses.
  */
 function minorCollector(): Collect | undefined {
   try {
