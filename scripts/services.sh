@@ -264,9 +264,16 @@ kafka_port_open() {
   ss -Hltn "sport = :$KAFKA_PORT" 2>/dev/null | grep -q .
 }
 
-# A random cluster id in Kafka's format: 16 bytes, URL-safe base64 without padding.
+# A random cluster id in Kafka's format: 16 bytes, URL-safe base64 without padding. One in 64
+# such ids starts with '-', which the storage tool would read as an option after `-t`; Kafka's own
+# ids never start with one, so neither do these (and the id is passed as `--cluster-id=`).
 kafka_cluster_id() {
-  head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+  local id
+  while :; do
+    id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    [ "${id:0:1}" != "-" ] && break
+  done
+  printf '%s' "$id"
 }
 
 kafka_write_config() {
@@ -325,7 +332,7 @@ kafka_up() {
   kafka_write_config
   : >"$KAFKA_OUT"
   : >"$KAFKA_DIR/probe.log"
-  kafka_java kafka.tools.StorageTool format -t "$(kafka_cluster_id)" -c "$KAFKA_PROPS" \
+  kafka_java kafka.tools.StorageTool format --cluster-id="$(kafka_cluster_id)" -c "$KAFKA_PROPS" \
     >>"$KAFKA_OUT" 2>&1 || die_with_log "$KAFKA_OUT" "kafka storage format failed"
 
   log "starting kafka on $KAFKA_BOOTSTRAP (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)"

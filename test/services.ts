@@ -8,6 +8,7 @@ import {
   TEST_IMAGE,
   uniqueId,
 } from './helpers/services.js';
+import { clusterId } from './helpers/private-kafka.js';
 
 t.test('Redis answers and keeps keys under a private prefix', async (t) => {
   const { redis, prefix } = redisForTest(t);
@@ -52,4 +53,12 @@ t.test('Docker runs the busybox test image', async (t) => {
   t.equal(StatusCode, 0);
   const logs = await container.logs({ stdout: true, stderr: true });
   t.match(logs.toString('utf8'), /smoke-ok/);
+});
+
+t.test('cluster ids for a private broker are 16 bytes and never start with a dash', async (t) => {
+  // One random id in 64 used to start with '-', which the storage tool took for an option.
+  const ids = Array.from({ length: 5000 }, clusterId);
+  t.equal(ids.filter((id) => id.startsWith('-')).length, 0);
+  t.ok(ids.every((id) => Buffer.from(id, 'base64url').length === 16 && id.length === 22));
+  t.equal(new Set(ids).size, ids.length);
 });

@@ -129,9 +129,16 @@ function keepArchive(dumped: string, archive: string): void {
   }
 }
 
-/** A random cluster id in Kafka's format: 16 bytes, URL-safe base64 without padding. */
-function clusterId(): string {
-  return randomBytes(16).toString('base64url');
+/**
+ * A random cluster id in Kafka's format: 16 bytes, URL-safe base64 without padding, and never
+ * starting with '-' (as Kafka's own): the storage tool read one such id in 64 as an option, and
+ * the format failed with "argument --cluster-id/-t: expected one argument".
+ */
+export function clusterId(): string {
+  for (;;) {
+    const id = randomBytes(16).toString('base64url');
+    if (!id.startsWith('-')) return id;
+  }
 }
 
 function writeProperties(dir: string, port: number, controllerPort: number): string {
@@ -162,8 +169,7 @@ async function format(
       classpath,
       'kafka.tools.StorageTool',
       'format',
-      '-t',
-      clusterId(),
+      `--cluster-id=${clusterId()}`,
       '-c',
       properties,
     ],
