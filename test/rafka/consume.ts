@@ -83,10 +83,34 @@ t.test('consume many on 4 partitions', async (t) => {
   const [topic] = (await createTopics(t, 1, 4)) as [string];
   const values = Array.from({ length: 40 }, (_v, i) => ({ value: `v${i}`, partition: i % 4 }));
   await produceDirect(topic, values);
-  const c = await consumer(t, uniqueId('g'));
+  const group = uniqueId('g');
+  const c = await consumer(t, group);
   const got = await consumeN(c, `topics:${topic}`, 40);
-  t.same(got.map((m) => m.value).sort(), values.map((v) => v.value).sort());
+  t.same(
+    got.map((m) => m.value).sort(),
+    values.map((v) => v.value).sort(),
+    'each message once',
+    deliveries(got, group),
+  );
 });
+
+/** What a failed exactly-once check shows: repeated messages and rafka's lines on the group. */
+function deliveries(
+  got: readonly Message[],
+  group: string,
+): { repeated: string[]; rafkaLog: string[] } {
+  const seen = new Map<string, number>();
+  for (const m of got) {
+    const at = `${m.value}@${m.partition}:${m.offset}`;
+    seen.set(at, (seen.get(at) ?? 0) + 1);
+  }
+  const repeated = [...seen].filter(([, n]) => n > 1).map(([at, n]) => `${at}×${n}`);
+  const log = rafka.cli
+    .output()
+    .split('\n')
+    .filter((line) => line.includes(group) && !line.includes('"level":"debug"'));
+  return { repeated, rafkaLog: log };
+}
 
 t.test(
   'a group splits partitions, two groups each see everything, a close hands over',
