@@ -304,7 +304,9 @@ export async function produceDirect(
   topic: string,
   messages: { value: string | null; partition?: number; key?: string }[],
 ): Promise<void> {
-  const producer = kafkaClient().producer();
+  // Idempotent: a retried request (a partition briefly without its leader) must not write the
+  // messages that already landed twice, or every count the tests compare would be off.
+  const producer = kafkaClient().producer({ idempotent: true, maxInFlightRequests: 1 });
   await producer.connect();
   try {
     await producer.send({ topic, messages });

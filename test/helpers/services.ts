@@ -81,6 +81,21 @@ export async function createTopicsReady(
     Math.max(0, deadline - Date.now()),
     100,
   );
+  // Metadata names a leader before that broker has created the partition's log; a produce in
+  // between fails that partition with NOT_LEADER_OR_FOLLOWER, and kafkajs (not idempotent) then
+  // retries the whole request, writing the other partitions' messages twice. ListOffsets reaches
+  // the same replica state as a produce, so a topic counts as ready once every partition answers.
+  await eventually(
+    async () => {
+      for (const topic of wanted.keys()) {
+        const offsets = await admin.fetchTopicOffsets(topic);
+        if (offsets.length !== wanted.get(topic)) return false;
+      }
+      return true;
+    },
+    Math.max(0, deadline - Date.now()),
+    100,
+  );
 }
 
 /** Creates fresh topics for one test and deletes them in teardown. */
