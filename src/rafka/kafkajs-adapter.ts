@@ -277,11 +277,20 @@ export class KafkajsPort implements KafkaPort {
   }
 }
 
+/** The last offset handed out on one partition, as kafkajs spells offsets. */
+interface HandedOut {
+  topic: string;
+  partition: number;
+  offset: string;
+}
+
 /** The rest of one fetched batch, handed out to BLPOPs one message at a time. */
 interface Offer {
   payload: EachBatchPayload;
   /** The next message to hand out. */
   index: number;
+  /** Where this batch's partition records what it handed out. */
+  position: HandedOut;
   /** Ends the offer (and the batch): every message was handed out, or the batch must stop. */
   settle: () => void;
 }
@@ -321,6 +330,16 @@ class KafkajsConsumer implements KafkaConsumerPort {
   private readonly log: Logger;
   /** Bumped when a crashed consumer starts over; an older start loop then gives up. */
   private generation = 0;
+  /**
+   * The last offset handed out per partition (key `partition\0topic`), for as long as this
+   * consumer keeps the partition. kafkajs forgets its fetch position whenever it joins the group
+   * again, even when a rebalance leaves this member's partitions as they were, and would fetch
+   * from the committed offset, handing out again what BLPOPs already got; §3.7 says nothing is
+   * redelivered within one consumer's life, so such a join seeks past these.
+   */
+  private readonly handedOut = new Map<string, HandedOut>();
+  /** The member id of the last join, which tells a rejoin from a new membership. */
+  private memberId: string | undefined;
 
   constructor(
     private readonly spec: ConsumerSpec,
@@ -347,6 +366,7 @@ class KafkajsConsumer implements KafkaConsumerPort {
     });
     this.consumer.on(this.consumer.events.GROUP_JOIN, (event) => {
       const assignment = new Map(Object.entries(event.payload.memberAssignment));
+      this.resumePositions(event.payload.memberId, assignment);
       for (const listener of this.listeners.assigned) listener(assignment);
     });
     // TODO: kafkajs has no revoke callback that runs before it rejoins; a rebalance noticed by its
@@ -375,6 +395,43 @@ class KafkajsConsumer implements KafkaConsumerPort {
 
   on<E extends keyof ConsumerEvents>(event: E, listener: ConsumerEvents[E]): void {
     this.listeners[event].push(listener);
+  }
+
+  /**
+   * After a join as the same member: partitions kept go on after the last message handed out
+   * (kafkajs applies the seek before its next fetch of them). Partitions given up are forgotten:
+   * should one come back in a later generation, another member may have read it meanwhile, so it
+   * starts at the committed offset like any new assignment. A new member id (the first join, a
+   * crash restart, a member the coordinator dropped) is a new life: generations went by without
+   * this member, so every partition starts at the committed offset.
+   */
+  private resumePositions(memberId: string, assignment: Map<string, number[]>): void {
+    if (memberId !== this.memberId) {
+      this.memberId = memberId;
+      this.handedOut.clear();
+      return;
+    }
+    for (const [key, position] of this.handedOut) {
+      if (!assignment.get(position.topic)?.includes(position.partition)) {
+        this.handedOut.delete(key);
+        continue;
+      }
+      if (position.offset === '-1') continue; // a batch that handed nothing out
+      const offset = (BigInt(position.offset) + 1n).toString();
+      this.consumer.seek({ topic: position.topic, partition: position.partition, offset });
+    }
+  }
+
+  /** The record of what was handed out on the batch's partition, made on its first batch. */
+  private positionOf(payload: EachBatchPayload): HandedOut {
+    const { topic, partition } = payload.batch;
+    const key = `${partition}\0${topic}`;
+    let position = this.handedOut.get(key);
+    if (position === undefined) {
+      position = { topic, partition, offset: '-1' };
+      this.handedOut.set(key, position);
+    }
+    return position;
   }
 
   /**
@@ -452,10 +509,11 @@ class KafkajsConsumer implements KafkaConsumerPort {
     const { messages } = payload.batch;
     if (messages.length === 0 || !this.batchUsable(payload)) return Promise.resolve();
     let index = 0;
+    const position = this.positionOf(payload);
     if (this.waiter) {
       const waiter = this.waiter;
       this.waiter = undefined;
-      waiter(this.take(payload, index++));
+      waiter(this.take(payload, position, index++));
     }
     if (index >= messages.length) return Promise.resolve();
     this.metrics.consumerBufferedMessages.inc();
@@ -481,7 +539,7 @@ class KafkajsConsumer implements KafkaConsumerPort {
         this.metrics.consumerBufferedMessages.dec();
         resolve();
       };
-      const offer: Offer = { payload, index, settle: finish };
+      const offer: Offer = { payload, index, position, settle: finish };
       this.offer = offer;
     });
   }
@@ -501,10 +559,11 @@ class KafkajsConsumer implements KafkaConsumerPort {
   }
 
   /** Message `index` of the batch as handed out; the fetch position moves past it. */
-  private take(payload: EachBatchPayload, index: number): ConsumedMessage {
+  private take(payload: EachBatchPayload, position: HandedOut, index: number): ConsumedMessage {
     const { batch } = payload;
     const m = batch.messages[index];
     payload.resolveOffset(m.offset);
+    position.offset = m.offset;
     return {
       topic: batch.topic,
       partition: batch.partition,
@@ -519,7 +578,7 @@ class KafkajsConsumer implements KafkaConsumerPort {
       offer.settle();
       return undefined;
     }
-    const message = this.take(offer.payload, offer.index++);
+    const message = this.take(offer.payload, offer.position, offer.index++);
     if (offer.index >= offer.payload.batch.messages.length) offer.settle();
     return message;
   }

@@ -5,7 +5,9 @@ import {
   RawClient,
   createTopics,
   encodeCommand,
+  metricValue,
   produceDirect,
+  scrape,
   startRafka,
   type Reply,
 } from '../helpers/rafka.js';
@@ -98,7 +100,7 @@ t.test('consume many on 4 partitions', async (t) => {
 function deliveries(
   got: readonly Message[],
   group: string,
-): { repeated: string[]; rafkaLog: string[] } {
+): { repeated: string[]; order: string[]; rafkaLog: string[] } {
   const seen = new Map<string, number>();
   for (const m of got) {
     const at = `${m.value}@${m.partition}:${m.offset}`;
@@ -109,7 +111,11 @@ function deliveries(
     .output()
     .split('\n')
     .filter((line) => line.includes(group) && !line.includes('"level":"debug"'));
-  return { repeated, rafkaLog: log };
+  return {
+    repeated,
+    order: got.map((m) => `${m.value}@${m.partition}:${m.offset}`),
+    rafkaLog: log,
+  };
 }
 
 t.test(
@@ -179,6 +185,44 @@ t.test('unacked messages are re-read after a reconnect; acked ones are not', asy
     [5, 6, 7, 8, 9],
     'resumes after the last ack',
   );
+});
+
+t.test('a rebalance that leaves a member its partitions hands nothing out again', async (t) => {
+  // §3.7: handing out advances the position, so nothing returns within one consumer's life. A
+  // second member subscribing to another topic makes the group rebalance while the first keeps
+  // its partition; kafkajs alone would then fetch from the committed offset (nothing is acked
+  // here) and hand out m0… again.
+  const [topic, other] = (await createTopics(t, 2, 1)) as [string, string];
+  const group = uniqueId('rejoin');
+  await produceDirect(
+    topic,
+    Array.from({ length: 10 }, (_v, i) => ({ value: `m${i}` })),
+  );
+  const a = await consumer(t, group);
+  const before = await consumeN(a, `topics:${topic}`, 5, { ack: false });
+  t.same(
+    before.map((m) => m.offset),
+    [0, 1, 2, 3, 4],
+  );
+  const rebalances = async (): Promise<number> =>
+    metricValue(await scrape(rafka.metricsPort), 'rafka_rebalances_total') ?? 0;
+  const rebalancesBefore = await rebalances();
+  const b = await consumer(t, group);
+  await produceDirect(other, [{ value: 'for-b' }]);
+  // b gets a partition only once the whole group synced, so a has joined again by then.
+  const forB = await consumeN(b, `topics:${other}`, 1, { deadlineMs: 30_000 });
+  t.same(
+    forB.map((m) => m.value),
+    ['for-b'],
+  );
+  t.ok((await rebalances()) > rebalancesBefore, 'the group rebalanced');
+  const after = await consumeN(a, `topics:${topic}`, 5, { ack: false });
+  t.same(
+    after.map((m) => m.offset),
+    [5, 6, 7, 8, 9],
+    'a goes on where it was',
+  );
+  t.equal(await a.call('blpop', `topics:${topic}`, '1'), null, 'and nothing comes twice');
 });
 
 t.test('consumer config and registration errors', async (t) => {
