@@ -148,6 +148,10 @@ export class KafkajsPort implements KafkaPort {
     private readonly metrics: RafkaMetrics,
   ) {
     this.kafka = kafkaFor(config, config.clientId, log, config.retries);
+    // Known gap: kafkajs retries a produce request per broker, not per partition, so when one
+    // partition fails (NOT_LEADER_OR_FOLLOWER after a leader move or on a brand-new topic) the
+    // other partitions of that request are written again. librdkafka retries only the failed
+    // partition. Still at-least-once; `enable.idempotence` lets the broker drop the copies.
     this.producer = this.kafka.producer({
       allowAutoTopicCreation: config.allowAutoTopicCreation,
       idempotent: config.idempotent,
