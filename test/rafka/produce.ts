@@ -12,6 +12,7 @@ import {
   scrape,
   startRafka,
   testConfig,
+  type Reply,
 } from '../helpers/rafka.js';
 import { uniqueId } from '../helpers/services.js';
 
@@ -176,4 +177,40 @@ t.test('a connection that closes with messages outstanding counts them as unflus
   // Not purged: everything is still delivered.
   const records = await readTopic(topic, 3);
   t.equal(records.length, 3);
+});
+
+t.test('a batch of thousands keeps each partition in order, every message once', async (t) => {
+  // rafka hands kafkajs a large batch in chunks per partition (kafkajs's own grouping costs time
+  // quadratic in a send's size); a long linger makes the 3,000 pipelined messages one batch.
+  const config = testConfig();
+  config.producer = { ...config.producer, 'queue.buffering.max.ms': 500 };
+  const lingering = await startRafka(t, { config });
+  const [topic] = (await createTopics(t, 1, 2)) as [string];
+  const keyFor = (partition: number): string => {
+    for (let i = 0; ; i++) if (crc32(Buffer.from(`k${i}`)) % 2 === partition) return `k${i}`;
+  };
+  const keys = [keyFor(0), keyFor(1)];
+  const c = await RawClient.open(t, lingering.port);
+  const total = 3000;
+  for (let i = 0; i < total; i++)
+    c.write(encodeCommand(['RPUSHX', `topics:${topic}:${keys[i % 2]}`, `${i % 2}-${i}`]));
+  c.write(encodeCommand(['DUMP', '20000']));
+  const replies: Reply[] = [];
+  for (let i = 0; i < total; i++) replies.push(await c.read());
+  t.equal(replies.filter((r) => r === 1).length, total, 'every RPUSHX got :1');
+  t.equal(await c.read(), 0, 'DUMP: nothing outstanding');
+  const metrics = await scrape(lingering.metricsPort);
+  const sends = metricValue(metrics, 'rafka_producer_batch_messages_count') ?? 0;
+  const small = metricValue(metrics, 'rafka_producer_batch_messages_bucket', 'le="1000"') ?? 0;
+  t.ok(sends > small, `a batch held over 1,000 messages (${sends} batches, ${small} small)`);
+  const records = await readTopic(topic, total);
+  t.equal(records.length, total);
+  for (const partition of [0, 1]) {
+    const mine = records
+      .filter((r) => r.partition === partition)
+      .sort((a, b) => Number(a.offset) - Number(b.offset))
+      .map((r) => Number(r.value?.split('-')[1]));
+    const expected = Array.from({ length: total / 2 }, (_v, i) => 2 * i + partition);
+    t.same(mine, expected, `partition ${partition} holds its messages once, in order`);
+  }
 });
