@@ -113,8 +113,10 @@ export class BuildManager {
   private readonly projectLocks = new Map<string, Promise<unknown>>();
   private readonly fingerprints = new FingerprintCache();
   private readonly logCache = new Map<string, string>();
-  /** Open readers per job ID (artifact and log streams); GC skips them. */
-  readonly readers = new Map<string, number>();
+  /** Open readers per job ID (artifact streams and cache answers being made); GC skips them. */
+  private readonly readers = new Map<string, number>();
+  /** IDs GC is removing (§3.7); a request for one waits for the removal, then misses. */
+  private readonly removals = new Map<string, Promise<void>>();
   private waiters = 0;
   private draining = false;
   private idleResolvers: (() => void)[] = [];
@@ -135,12 +137,39 @@ export class BuildManager {
     return this.running.size;
   }
 
-  isInFlight(id: string): boolean {
-    return this.inFlight.has(id);
-  }
-
   inFlightJob(id: string): InFlightJob | undefined {
     return this.inFlight.get(id);
+  }
+
+  /** Counts a reader of ready build `id` until the returned function is called (once). */
+  addReader(id: string): () => void {
+    this.readers.set(id, (this.readers.get(id) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (this.readers.get(id) ?? 1) - 1;
+      if (left <= 0) this.readers.delete(id);
+      else this.readers.set(id, left);
+    };
+  }
+
+  /**
+   * GC's claim on ready build `id` while it takes the build away: refused (undefined) while the
+   * ID is in flight, read, or answered from the cache right now, or was answered within
+   * `minIdleMs`. Until the returned release runs, requests for the ID wait; they then find no
+   * cached build and build again. Check and claim happen in one synchronous step, so no request
+   * can slip between them.
+   */
+  reserveForRemoval(id: string, dir: string, minIdleMs: number): (() => void) | undefined {
+    if (this.inFlight.has(id) || this.readers.has(id) || this.removals.has(id)) return undefined;
+    if (Date.now() - (this.touched.get(dir) ?? 0) < minIdleMs) return undefined;
+    let release!: () => void;
+    this.removals.set(id, new Promise<void>((resolve) => (release = resolve)));
+    return () => {
+      this.removals.delete(id);
+      release();
+    };
   }
 
   /** Step 1 to 6 of §3.3: validation happened; fingerprint, then coalesce, cache or queue. */
@@ -157,6 +186,8 @@ export class BuildManager {
     const id = computeJobId({ ...request, files });
     const startedAtMs = Date.now();
     const { metrics } = this.options;
+    // GC is taking this build away: wait for it (a rename and an index entry), then it is a miss.
+    await this.removals.get(id);
     const existing = this.inFlight.get(id);
     if (existing) {
       metrics.buildsStarted.inc({ project: request.project });
@@ -256,13 +287,20 @@ export class BuildManager {
       this.logCache.delete(id);
       return undefined;
     }
-    let stdouterr = this.logCache.get(id);
-    if (stdouterr === undefined) {
-      stdouterr = await readFile(join(dir, 'out.log'), 'utf8').catch(() => '');
-      if (stdouterr.length <= SMALL_LOG_BYTES) this.logCache.set(id, stdouterr);
+    // A reader from here on, so GC cannot claim the build while its log is read; the touch that
+    // follows then keeps it for min_idle_s.
+    const release = this.addReader(id);
+    try {
+      let stdouterr = this.logCache.get(id);
+      if (stdouterr === undefined) {
+        stdouterr = await readFile(join(dir, 'out.log'), 'utf8').catch(() => '');
+        if (stdouterr.length <= SMALL_LOG_BYTES) this.logCache.set(id, stdouterr);
+      }
+      this.touch(dir);
+      return { info: { ...entry.buildInfo, Cached: true }, stdouterr };
+    } finally {
+      release();
     }
-    this.touch(dir);
-    return { info: { ...entry.buildInfo, Cached: true }, stdouterr };
   }
 
   private readonly touched = new Map<string, number>();

@@ -90,7 +90,7 @@ export class GarbageCollector {
     const removed: { id: string; reason: GcReason }[] = [];
     const remove = async (candidate: Candidate, reason: GcReason): Promise<boolean> => {
       if (!(await this.removable(candidate, now))) return false;
-      await this.collect(candidate, reason);
+      if (!(await this.collect(candidate, reason))) return false;
       removed.push({ id: candidate.id, reason });
       return true;
     };
@@ -170,27 +170,34 @@ export class GarbageCollector {
     return targets;
   }
 
+  /** Age and links; in-flight IDs and readers are the reservation's to refuse (`collect`). */
   private async removable(candidate: Candidate, now: number): Promise<boolean> {
-    const { builds, settings } = this.options;
-    if (builds.isInFlight(candidate.id)) return false;
-    if ((builds.readers.get(candidate.id) ?? 0) > 0) return false;
+    const { settings } = this.options;
     const stats = await lstat(candidate.dir).catch(() => undefined);
     if (!stats) return false;
     if (now - stats.mtimeMs < settings.minIdleS * 1000) return false;
     return !(await this.linkTargets(candidate.project)).has(candidate.dir);
   }
 
-  // TODO: the spec has removal hold the ID's registry entry while renaming ready/<id> into
-  // .trash/, so a request arriving in that instant waits and proceeds as a miss. Here the
-  // in-flight and last-use checks run just before the rename instead; a cache hit that lands
-  // between them can answer with a Path that is being removed (min_idle_s makes it unlikely).
-  private async collect(candidate: Candidate, reason: GcReason): Promise<void> {
-    const { builds, index, filesystem, logger, metrics } = this.options;
+  /**
+   * Takes the build away under the build manager's reservation (§3.7): a request for the ID that
+   * arrives meanwhile waits and then builds again, and a hit or download that started first makes
+   * GC skip the build. Resolves false when skipped. The slow delete of the renamed dir comes last,
+   * outside the reservation.
+   */
+  private async collect(candidate: Candidate, reason: GcReason): Promise<boolean> {
+    const { builds, index, filesystem, logger, metrics, settings } = this.options;
     const trash = builds.layout.trash();
     await mkdir(trash, { recursive: true, mode: 0o755 });
+    const release = builds.reserveForRemoval(candidate.id, candidate.dir, settings.minIdleS * 1000);
+    if (!release) return false;
     const target = join(trash, `${candidate.project}-${candidate.id}-${Date.now()}`);
-    await rename(candidate.dir, target);
-    index.delete(candidate.id);
+    try {
+      await rename(candidate.dir, target);
+      index.delete(candidate.id);
+    } finally {
+      release();
+    }
     metrics.buildsHosted.set({ project: candidate.project }, index.countReady(candidate.project));
     metrics.gcRemoved.inc({ project: candidate.project, reason });
     logger.info('gc removed build', {
@@ -199,5 +206,6 @@ export class GarbageCollector {
       reason,
     });
     await filesystem.remove(target);
+    return true;
   }
 }

@@ -390,11 +390,9 @@ export class MistryHttp {
     const artifactsDir = join(dir, 'data', 'artifacts');
     if (!(await stat(artifactsDir).catch(() => undefined)))
       return sendText(res, 404, 'Unknown job');
-    builds.readers.set(where.id, (builds.readers.get(where.id) ?? 0) + 1);
+    const stopReading = builds.addReader(where.id);
     const release = (): void => {
-      const left = (builds.readers.get(where.id) ?? 1) - 1;
-      if (left <= 0) builds.readers.delete(where.id);
-      else builds.readers.set(where.id, left);
+      stopReading();
       builds.touch(dir);
     };
     res.once('close', release);
