@@ -26,6 +26,8 @@ export interface AdminServerOptions {
   health: () => HealthReport;
   /** Extra GET routes by exact path. */
   routes?: Record<string, AdminRoute>;
+  /** Told of every answered request (its path without the query, and the status sent). */
+  observe?: (path: string, status: number) => void;
 }
 
 export interface AdminServer {
@@ -69,7 +71,10 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
     if (route) return route(req, res);
     sendJson(res, 404, { error: 'not found' });
   };
+  const observe = options.observe;
   const server: Server = createServer((req, res) => {
+    if (observe)
+      res.once('finish', () => observe((req.url ?? '/').split('?')[0] ?? '/', res.statusCode));
     handle(req, res).catch((err: unknown) => {
       log.error('admin request failed', { err, path: req.url });
       if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });

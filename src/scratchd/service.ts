@@ -28,6 +28,12 @@ import { TenantTable } from './tenants.js';
 import { Wal } from './wal.js';
 
 const MIB = 1024 * 1024;
+/** The `route` label of scratchd_http_requests_total for the admin listener's paths (§6). */
+const ADMIN_ROUTES: Readonly<Record<string, string>> = {
+  '/healthz': 'healthz',
+  '/readyz': 'readyz',
+  '/metrics': 'metrics',
+};
 
 export interface ServeOptions {
   config: ScratchdConfig;
@@ -141,6 +147,11 @@ export class Scratchd implements Service {
       logger: this.log,
       health: () => ({ healthy: true }),
       routes: { '/readyz': (req, res) => this.readyz(req, res) },
+      observe: (path, status) =>
+        this.metrics.httpRequests.inc({
+          route: ADMIN_ROUTES[path] ?? 'other',
+          code: String(status),
+        }),
     });
     this.recover();
     this.replayWal();
@@ -301,9 +312,6 @@ export class Scratchd implements Service {
     }
   }
 
-  // TODO: /healthz and /metrics are answered by the shared admin server and so are not counted in
-  // scratchd_http_requests_total{route="healthz"|"metrics"}; only /readyz is, until that server
-  // takes an observer hook.
   private readyz(_req: IncomingMessage, res: ServerResponse): void {
     const sinks: Record<string, unknown> = {};
     for (const [name, d] of this.dispatchers) sinks[name] = d.snapshot();
@@ -319,7 +327,6 @@ export class Scratchd implements Service {
       'cache-control': 'no-store',
     });
     res.end(body);
-    this.metrics.httpRequests.inc({ route: 'readyz', code: String(res.statusCode) });
   }
 
   /** SIGHUP (§3.11): the same file again; invalid keeps the old config. */

@@ -10,6 +10,7 @@ import {
   archived,
   boot,
   bootPath,
+  fileSinkTenant,
   httpRequest,
   metric,
   post,
@@ -530,6 +531,28 @@ t.test('A27: replay from the file archive into redis with tenant and time filter
   t.match(bad.stderr, /--sink nope names no sink/);
 });
 
+t.test('admin requests are counted by route and status, /metrics and /healthz too', async (t) => {
+  const app = await boot(t, fileSinkTenant());
+  const counts = async (): Promise<number[]> =>
+    Promise.all(
+      [
+        ['healthz', '200'],
+        ['readyz', '200'],
+        ['other', '404'],
+        ['metrics', '200'],
+      ].map(([route, code]) => metric(app.admin, 'scratchd_http_requests_total', { route, code })),
+    );
+  const before = await counts();
+  for (const path of ['/healthz', '/healthz', '/readyz', '/nope'])
+    await fetch(`${app.admin}${path}`, { signal: AbortSignal.timeout(5000) });
+  const after = await counts();
+  const [healthz, readyz, other, metrics] = after.map((n, i) => n - (before[i] ?? 0));
+  t.equal(healthz, 2);
+  t.equal(readyz, 1);
+  t.equal(other, 1);
+  t.ok((metrics ?? 0) >= 4, `the four scrapes before count themselves (${metrics})`);
+});
+
 t.test(
   'A28: every metric exists, distinct URLs, IPs and visitors add no series, five label names',
   async (t) => {
@@ -549,6 +572,8 @@ t.test(
       (await (await fetch(`${app.admin}/metrics`)).text())
         .split('\n')
         .filter((l) => l.startsWith('scratchd_'));
+    // A scrape counts itself under route="metrics"; the first one makes that series exist.
+    await series();
     const before = await series();
     const names = new Set(
       before.map((l) => l.replace(/[{ ].*$/, '').replace(/_(bucket|sum|count)$/, '')),
