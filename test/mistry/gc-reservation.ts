@@ -62,10 +62,12 @@ t.test('a request for a build being removed waits, then misses', async (t) => {
   const admission = builds.admit(REQUEST).finally(() => (settled = true));
   await tick();
   t.notOk(settled, 'the request waits for the removal');
+  t.ok(builds.beingRemoved(id), 'a download asking now is told the build is gone');
   await rm(dir, { recursive: true });
   index.delete(id);
   release();
   t.match(await admission, { kind: 'rejected', reason: 'backlog_full' }, 'then it is a miss');
+  t.notOk(builds.beingRemoved(id));
 });
 
 t.test('a cache answer, a reader or a recent answer refuses the reservation', async (t) => {

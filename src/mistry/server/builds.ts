@@ -154,6 +154,11 @@ export class BuildManager {
     };
   }
 
+  /** Whether GC holds `id` for removal right now. */
+  beingRemoved(id: string): boolean {
+    return this.removals.has(id);
+  }
+
   /**
    * GC's claim on ready build `id` while it takes the build away: refused (undefined) while the
    * ID is in flight, read, or answered from the cache right now, or was answered within

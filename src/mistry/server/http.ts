@@ -388,9 +388,13 @@ export class MistryHttp {
     const { builds } = this.options;
     const dir = builds.layout.ready(where.project, where.id);
     const artifactsDir = join(dir, 'data', 'artifacts');
-    if (!(await stat(artifactsDir).catch(() => undefined)))
-      return sendText(res, 404, 'Unknown job');
+    // A reader before the stat, so GC cannot claim the build in between; a build GC already holds
+    // is on its way out and answers as gone.
     const stopReading = builds.addReader(where.id);
+    if (builds.beingRemoved(where.id) || !(await stat(artifactsDir).catch(() => undefined))) {
+      stopReading();
+      return sendText(res, 404, 'Unknown job');
+    }
     const release = (): void => {
       stopReading();
       builds.touch(dir);
