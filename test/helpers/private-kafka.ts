@@ -23,7 +23,6 @@ import {
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
-import type { Test } from 'tap';
 import { eventually, freePort } from './net.js';
 import { createTopicsReady } from './services.js';
 
@@ -49,6 +48,11 @@ const OVERRIDES = ['num.network.threads=2', 'num.io.threads=2', 'log.cleaner.ena
 
 const BOOT_TIMEOUT_MS = 120_000;
 const STOP_TIMEOUT_MS = 60_000;
+
+/** Whatever ends the broker's life: a tap test, or a bench's own list of clean-ups. */
+export interface Owner {
+  teardown(fn: () => unknown): void;
+}
 
 export interface TopicRecord {
   partition: number;
@@ -208,7 +212,7 @@ function startWatchdog(dir: string): ChildProcess {
 }
 
 /** Boots a private broker; it lives until the end of `t` (use the file's root test to share it). */
-export async function privateKafka(t: Test): Promise<PrivateKafka> {
+export async function privateKafka(t: Owner): Promise<PrivateKafka> {
   const classpath = findLibs();
   const archive = classArchive();
   const dir = mkdtempSync(join(tmpdir(), 'private-kafka-'));
