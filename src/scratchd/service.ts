@@ -29,11 +29,11 @@ import { Wal } from './wal.js';
 
 const MIB = 1024 * 1024;
 /** The `route` label of scratchd_http_requests_total for the admin listener's paths (§6). */
-const ADMIN_ROUTES: Readonly<Record<string, string>> = {
-  '/healthz': 'healthz',
-  '/readyz': 'readyz',
-  '/metrics': 'metrics',
-};
+const ADMIN_ROUTES: ReadonlyMap<string, string> = new Map([
+  ['/healthz', 'healthz'],
+  ['/readyz', 'readyz'],
+  ['/metrics', 'metrics'],
+]);
 
 export interface ServeOptions {
   config: ScratchdConfig;
@@ -149,7 +149,7 @@ export class Scratchd implements Service {
       routes: { '/readyz': (req, res) => this.readyz(req, res) },
       observe: (path, status) =>
         this.metrics.httpRequests.inc({
-          route: ADMIN_ROUTES[path] ?? 'other',
+          route: ADMIN_ROUTES.get(path) ?? 'other',
           code: String(status),
         }),
     });
