@@ -35,9 +35,9 @@ const MAX_RECONNECT_MS = 5000;
 const METADATA_TIMEOUT_MS = 5000;
 /**
  * The most messages in one kafkajs send (see `send`). kafkajs's grouping costs, per message,
- * 0.5 µs plus a part that grows with the send's size: 0.8 µs at 500, 1.5 µs at 1,000 and 10 µs at
- * 10,000 messages (measured on its groupMessagesPerPartition alone). Each send is one produce
- * request, so a full 10,000-message batch to one partition goes in 20.
+ * 0.5 µs plus a part that grows with the send's size: 0.8 µs at 500, 1.5 µs at 1,000 and
+ * 10 µs at 10,000 messages (measured on its groupMessagesPerPartition alone). Each send is one
+ * produce request, so a full 10,000-message batch to one partition goes in 20.
  */
 const SEND_CHUNK = 500;
 
