@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
@@ -290,21 +290,29 @@ function parseReply(text: string, at: number): { end: number; message?: string }
   const items = Number(text.slice(at + 1, eol));
   let pos = eol + 2;
   const fields: string[] = [];
+  // A rafka BLPOP reply has 8 items and the ack needs the first 6; redis-server's has 2 (key,
+  // value) and the key is enough.
+  const keep = items === 2 ? 1 : 6;
   for (let i = 0; i < items; i++) {
     const itemEol = text.indexOf('\r\n', pos);
     if (itemEol === -1) return undefined;
     if (text[pos] === '$' && text[pos + 1] !== '-') {
       const length = Number(text.slice(pos + 1, itemEol));
       if (text.length < itemEol + 2 + length + 2) return undefined;
-      if (i < 6) fields.push(text.slice(itemEol + 2, itemEol + 2 + length));
+      if (i < keep) fields.push(text.slice(itemEol + 2, itemEol + 2 + length));
       pos = itemEol + 2 + length + 2;
     } else {
-      if (i < 6) fields.push(text.slice(pos + 1, itemEol));
+      if (i < keep) fields.push(text.slice(pos + 1, itemEol));
       pos = itemEol + 2;
     }
   }
-  // `topic <t> partition <p> offset <o> value <v>`
-  const message = items === 8 ? `${fields[1]}:${fields[3]}:${fields[5]}` : undefined;
+  // rafka: `topic <t> partition <p> offset <o> value <v>`; redis-server: `<key> <value>`.
+  const message =
+    items === 8
+      ? `${fields[1]}:${fields[3]}:${fields[5]}`
+      : items === 2
+        ? `${fields[0]}:0:0`
+        : undefined;
   return { end: pos, message };
 }
 
@@ -356,13 +364,68 @@ async function consumeThroughput(rafka: Rafka) {
   const { first, last } = await blpopLoop(c.socket, `topics:${topic}`, count);
   const rate = (count - 1) / ((last - first) / 1000);
   c.close();
+  const ceiling = await redisServerCeiling(count, value);
   return {
     messages: count,
     baselineMsgsPerS: Math.round(baseline),
     rafkaMsgsPerS: Math.round(rate),
     ratio: +(rate / baseline).toFixed(3),
     bar: 0.5,
+    ...(ceiling === undefined
+      ? {}
+      : {
+          redisServerMsgsPerS: Math.round(ceiling),
+          rafkaToRedisServer: +(rate / ceiling).toFixed(3),
+        }),
   };
+}
+
+/**
+ * The same BLPOP+ack loop against a private redis-server holding the same values in a list: the
+ * rate one connection's round trips allow on this machine when the server does no Kafka work.
+ * Reported beside the ratio, not part of the bar; undefined when redis-server is not installed.
+ */
+async function redisServerCeiling(count: number, value: string): Promise<number | undefined> {
+  const port = await new Promise<number>((res, rej) => {
+    const probe = createServer();
+    probe.once('error', rej);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port: free } = probe.address() as AddressInfo;
+      probe.close(() => res(free));
+    });
+  });
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' },
+  );
+  const spawned = await new Promise<boolean>((res) => {
+    child.once('spawn', () => res(true));
+    child.once('error', () => res(false));
+  });
+  if (!spawned) return undefined;
+  try {
+    let c: Client | undefined;
+    for (let attempt = 0; c === undefined; attempt++) {
+      c = await Client.open(port).catch(async (err: unknown) => {
+        if (attempt >= 50) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+        return undefined;
+      });
+    }
+    const push = command(['RPUSH', 'bench', value]);
+    for (let sent = 0; sent < count; sent += 1000) {
+      const n = Math.min(1000, count - sent);
+      c.socket.write(Buffer.concat(Array.from({ length: n }, () => push)));
+      await c.replies(n);
+    }
+    const { first, last } = await blpopLoop(c.socket, 'bench', count);
+    c.close();
+    return (count - 1) / ((last - first) / 1000);
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  }
 }
 
 async function connectionChurn(rafka: Rafka) {
