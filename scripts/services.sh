@@ -127,8 +127,10 @@ need_cmd() {
 
 # ---------------------------------------------------------------------------- install
 
+# ruby and ruby-redis run test/rafka/ruby/rafka_rb_flows.rb, the client side of rafka's
+# compatibility contract (rafka-rb on redis-rb 4.8).
 readonly APT_PACKAGES=(redis-server docker.io busybox-static btrfs-progs rsync chromium debhelper
-  dpkg-dev fakeroot curl iproute2 systemd adduser)
+  dpkg-dev fakeroot curl iproute2 systemd adduser ruby ruby-redis)
 
 pkg_installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
