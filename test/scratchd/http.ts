@@ -181,9 +181,12 @@ t.test('A2: bad pixels still get the GIF, with the status header and the counter
   t.notOk(same.headers['x-scratchd-status'], 'own Referer passes');
 });
 
-/** One HTTP chunk of a chunked body. */
-const chunk = (data: Buffer): Buffer =>
-  Buffer.concat([Buffer.from(`${data.length.toString(16)}\r\n`), data, Buffer.from('\r\n')]);
+/**
+ * The start of one HTTP chunk: its size line and data, without the CRLF after the data, so the
+ * last byte written is the one that takes the body over the limit.
+ */
+const chunkStart = (data: Buffer): Buffer =>
+  Buffer.concat([Buffer.from(`${data.length.toString(16)}\r\n`), data]);
 
 /**
  * A POST /batch over a raw socket that writes its head and `body`, then waits for the server to
@@ -285,7 +288,7 @@ t.test('A5: /e and /batch answers, NDJSON, gzip, limits and media types', async 
   t.match(declared.body, /"error":"too_large"/);
   const streamed = await overLimitExchange(
     'Transfer-Encoding: chunked\r\n',
-    chunk(Buffer.alloc(1024 * 1024 + 1, 0x20)),
+    chunkStart(Buffer.alloc(1024 * 1024 + 1, 0x20)),
   );
   t.match(streamed.head, /^HTTP\/1\.1 413 /, 'a chunked body is refused once it passes 1 MiB');
   t.match(streamed.head, /\r\nconnection: close\r\n/i);
