@@ -219,8 +219,8 @@ export class KafkajsPort implements KafkaPort {
     // idempotent producer's sequence numbers in step (kafkajs assigns them per send and would
     // race two concurrent sends to one partition); partitions go at once. Sending a partition's
     // chunks at once measured faster in bench/rafka (0.67 → 0.81–0.87 of the kafkajs baseline),
-    // but kafkajs then put some chunks on the wire out of call order, without any retry: the
-    // order test in test/rafka/produce.ts failed every run.
+    // but the chunks did not land in call order: the order test in test/rafka/produce.ts failed
+    // in each of three runs.
     const byPartition = new Map<string, number[]>();
     records.forEach((record, i) => {
       const key = `${record.partition}\0${record.topic}`;
