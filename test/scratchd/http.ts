@@ -208,9 +208,8 @@ async function overLimitExchange(
       if (err.code !== 'ECONNRESET') reject(err);
     });
   });
-  socket.write(
-    `POST /batch HTTP/1.1\r\nHost: www.skroutz.gr\r\nContent-Type: application/json\r\n${framing}\r\n`,
-  );
+  const head = ['POST /batch HTTP/1.1', 'Host: www.skroutz.gr', 'Content-Type: application/json'];
+  socket.write(`${head.join('\r\n')}\r\n${framing}\r\n`);
   socket.write(body);
   await closed;
   const text = Buffer.concat(chunks).toString('utf8');
