@@ -1,13 +1,16 @@
 /**
  * What the three downloader commands share at start: their flags, the config, the logger, the
- * Redis connection (PING for up to 10 s, CLIENT SETNAME) and the stats snapshot writer.
+ * Redis connection (PING for up to 10 s, CLIENT SETNAME), the metrics every one of them exports
+ * and the stats snapshot writer.
  */
 import { resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import type { Redis } from 'ioredis';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { CliIo } from '../common/component.js';
 import { createLogger, levelFromEnv, type Logger } from '../common/logger.js';
 import { createRedis, waitForRedis } from '../common/redis.js';
+import { VERSION } from '../common/version.js';
 import { loadConfig, DownloaderConfigError, type DownloaderConfig } from './config.js';
 
 export interface DownloaderFlags {
@@ -73,6 +76,24 @@ export async function bootConfig(flags: DownloaderFlags, io: CliIo): Promise<Dow
 export function componentLogger(config: DownloaderConfig, io: CliIo, component: string): Logger {
   const level = levelFromEnv(io.env, config.logLevel);
   return createLogger({ stream: io.stdout, level, fields: { component } });
+}
+
+/**
+ * Registers the metrics every downloader component exports (spec §6): `downloader_build_info`,
+ * set once, and `downloader_redis_errors_total`, which is returned for the component to count.
+ */
+export function registerCommonMetrics(registry: Registry): Counter {
+  new Gauge({
+    name: 'downloader_build_info',
+    help: 'Build of the running component',
+    labelNames: ['version'],
+    registers: [registry],
+  }).set({ version: VERSION }, 1);
+  return new Counter({
+    name: 'downloader_redis_errors_total',
+    help: 'Redis commands that failed',
+    registers: [registry],
+  });
 }
 
 /** Opens the component's Redis connection and waits for PING. */

@@ -1,6 +1,6 @@
 /** The api's Prometheus metrics (spec §6), on its own registry. */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { VERSION } from '../../common/version.js';
+import { registerCommonMetrics } from '../boot.js';
 import type { QueueDepths } from '../bus.js';
 
 export type ApiRoute = 'download' | 'retry' | 'hb' | 'stats' | 'dashboard' | 'metrics' | 'static';
@@ -13,18 +13,7 @@ export class ApiMetrics {
   readonly redisErrors: Counter;
 
   constructor(registry: Registry, depths: () => Promise<QueueDepths>) {
-    const build = new Gauge({
-      name: 'downloader_build_info',
-      help: 'Build of the running component',
-      labelNames: ['version'],
-      registers: [registry],
-    });
-    build.set({ version: VERSION }, 1);
-    this.redisErrors = new Counter({
-      name: 'downloader_redis_errors_total',
-      help: 'Redis commands that failed',
-      registers: [registry],
-    });
+    this.redisErrors = registerCommonMetrics(registry);
     this.requests = new Counter({
       name: 'downloader_api_http_requests_total',
       help: 'HTTP requests answered, by route and status',

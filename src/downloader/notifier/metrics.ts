@@ -1,6 +1,6 @@
 /** The notifier's Prometheus metrics (spec §6), on its own registry. */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { VERSION } from '../../common/version.js';
+import { registerCommonMetrics } from '../boot.js';
 
 export type BackendLabel = 'http' | 'kafka' | 'undefined';
 
@@ -13,17 +13,7 @@ export class NotifierMetrics {
 
   constructor(registry: Registry) {
     const registers = [registry];
-    new Gauge({
-      name: 'downloader_build_info',
-      help: 'Build of the running component',
-      labelNames: ['version'],
-      registers,
-    }).set({ version: VERSION }, 1);
-    this.redisErrors = new Counter({
-      name: 'downloader_redis_errors_total',
-      help: 'Redis commands that failed',
-      registers,
-    });
+    this.redisErrors = registerCommonMetrics(registry);
     this.callbacks = new Counter({
       name: 'downloader_notifier_callbacks_total',
       help: 'Callback deliveries by backend and outcome',

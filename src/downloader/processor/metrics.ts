@@ -1,6 +1,6 @@
 /** The processor's Prometheus metrics (spec §6), on its own registry. */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { VERSION } from '../../common/version.js';
+import { registerCommonMetrics } from '../boot.js';
 
 export class ProcessorMetrics {
   readonly redisErrors: Counter;
@@ -17,17 +17,7 @@ export class ProcessorMetrics {
 
   constructor(registry: Registry) {
     const registers = [registry];
-    new Gauge({
-      name: 'downloader_build_info',
-      help: 'Build of the running component',
-      labelNames: ['version'],
-      registers,
-    }).set({ version: VERSION }, 1);
-    this.redisErrors = new Counter({
-      name: 'downloader_redis_errors_total',
-      help: 'Redis commands that failed',
-      registers,
-    });
+    this.redisErrors = registerCommonMetrics(registry);
     this.attempts = new Counter({
       name: 'downloader_processor_attempts_total',
       help: 'Download attempts by outcome',
