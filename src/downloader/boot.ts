@@ -1,15 +1,17 @@
 /**
- * What the three downloader commands share at start: their flags, the config, the logger, the
- * Redis connection (PING for up to 10 s, CLIENT SETNAME), the metrics every one of them exports
- * and the stats snapshot writer.
+ * What the three downloader commands share: their flags, the config, the logger, the Redis
+ * connection (PING for up to 10 s, CLIENT SETNAME), the metrics every one of them exports, the
+ * stats snapshot writer, and the workers' (processor and notifier) shutdown sequence.
  */
 import { resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import type { Redis } from 'ioredis';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { CliIo } from '../common/component.js';
+import type { AdminServer } from '../common/admin-server.js';
+import { once, type CliIo } from '../common/component.js';
 import { createLogger, levelFromEnv, type Logger } from '../common/logger.js';
 import { createRedis, waitForRedis } from '../common/redis.js';
+import { runShutdownSteps, type ShutdownStep } from '../common/shutdown.js';
 import { VERSION } from '../common/version.js';
 import { loadConfig, DownloaderConfigError, type DownloaderConfig } from './config.js';
 
@@ -273,4 +275,67 @@ export async function pollLoop(options: PollLoopOptions): Promise<void> {
     if (options.closing()) break;
     await pause.sleep(options.everyMs);
   }
+}
+
+export interface WorkerShutdown {
+  component: 'processor' | 'notifier';
+  /** Finishes or requeues the jobs in hand within the grace period. */
+  drain: () => Promise<{ finished: number; requeued: number }>;
+  drainTimeoutMs: number;
+  stats: StatsRecorder;
+  /** The component's own clients, closed after the stats flush and before the metrics listener. */
+  release: ShutdownStep[];
+  admin: AdminServer | undefined;
+  redis: Redis;
+  subscriber: Redis;
+  logger: Logger;
+}
+
+/**
+ * A worker's stop, run once however often it is asked for: drain, flush stats, release the
+ * component's clients, close the metrics listener, quit Redis; each step bounded. Resolves (and
+ * `done` resolves) with 0, or 1 when a step failed or ran out of time.
+ */
+export function workerShutdown(w: WorkerShutdown): {
+  close: () => Promise<number>;
+  done: Promise<number>;
+} {
+  let resolveDone: (code: number) => void = () => undefined;
+  const done = new Promise<number>((resolve) => (resolveDone = resolve));
+  const close = once(async () => {
+    let drained = { finished: 0, requeued: 0 };
+    const failed = await runShutdownSteps(
+      [
+        {
+          name: 'drain',
+          run: async () => void (drained = await w.drain()),
+          timeoutMs: w.drainTimeoutMs,
+        },
+        {
+          name: 'stats',
+          run: async () => {
+            w.stats.stop();
+            await w.stats.flush();
+          },
+          timeoutMs: 1000,
+        },
+        ...w.release,
+        { name: 'metrics', run: () => w.admin?.close(), timeoutMs: 1000 },
+        {
+          name: 'redis',
+          run: async () => {
+            await w.subscriber.quit();
+            await w.redis.quit();
+          },
+          timeoutMs: 1000,
+        },
+      ],
+      w.logger,
+    );
+    w.logger.info(`${w.component}_stopped`, { ...drained, failed_steps: failed });
+    const code = failed.length === 0 ? 0 : 1;
+    resolveDone(code);
+    return code;
+  });
+  return { close, done };
 }

@@ -5,12 +5,17 @@
 import { startAdminServer, type AdminServer } from '../../common/admin-server.js';
 import { parseHostPort } from '../../common/config.js';
 import type { CliIo, Service } from '../../common/component.js';
-import { once } from '../../common/component.js';
 import { createRegistry } from '../../common/metrics.js';
 import { formatAddress } from '../../common/net.js';
-import { runShutdownSteps } from '../../common/shutdown.js';
 import { VERSION } from '../../common/version.js';
-import { bootConfig, componentLogger, connectRedis, parseFlags, StatsRecorder } from '../boot.js';
+import {
+  bootConfig,
+  componentLogger,
+  connectRedis,
+  parseFlags,
+  StatsRecorder,
+  workerShutdown,
+} from '../boot.js';
 import { JobBus } from '../bus.js';
 import { DownloaderConfigError } from '../config.js';
 import { HttpBackend, KafkaBackend } from './backends.js';
@@ -75,49 +80,25 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
       instance: bus.instanceId,
     });
 
-  let resolveDone: (code: number) => void = () => undefined;
-  const done = new Promise<number>((resolve) => (resolveDone = resolve));
-  let drained = { finished: 0, requeued: 0 };
-  const close = once(async () => {
-    const failed = await runShutdownSteps(
-      [
-        {
-          name: 'drain',
-          run: async () => void (drained = await notifier.drain(n.shutdownGraceMs)),
-          timeoutMs: n.shutdownGraceMs + 2000,
+  const { close, done } = workerShutdown({
+    component: 'notifier',
+    drain: () => notifier.drain(n.shutdownGraceMs),
+    drainTimeoutMs: n.shutdownGraceMs + 2000,
+    stats,
+    release: [
+      {
+        name: 'backends',
+        run: async () => {
+          await backends.kafka?.close();
+          await backends.http?.close();
         },
-        {
-          name: 'stats',
-          run: async () => {
-            stats.stop();
-            await stats.flush();
-          },
-          timeoutMs: 1000,
-        },
-        {
-          name: 'backends',
-          run: async () => {
-            await backends.kafka?.close();
-            await backends.http?.close();
-          },
-          timeoutMs: 3000,
-        },
-        { name: 'metrics', run: () => admin?.close(), timeoutMs: 1000 },
-        {
-          name: 'redis',
-          run: async () => {
-            await subscriber.quit();
-            await redis.quit();
-          },
-          timeoutMs: 1000,
-        },
-      ],
-      logger,
-    );
-    logger.info('notifier_stopped', { ...drained, failed_steps: failed });
-    const code = failed.length === 0 ? 0 : 1;
-    resolveDone(code);
-    return code;
+        timeoutMs: 3000,
+      },
+    ],
+    admin,
+    redis,
+    subscriber,
+    logger,
   });
   return {
     close: () => close(),

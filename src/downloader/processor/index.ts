@@ -6,12 +6,17 @@ import { mkdir } from 'node:fs/promises';
 import { startAdminServer, type AdminServer } from '../../common/admin-server.js';
 import { parseHostPort } from '../../common/config.js';
 import type { CliIo, Service } from '../../common/component.js';
-import { once } from '../../common/component.js';
 import { createRegistry } from '../../common/metrics.js';
 import { formatAddress } from '../../common/net.js';
-import { runShutdownSteps } from '../../common/shutdown.js';
 import { VERSION } from '../../common/version.js';
-import { bootConfig, componentLogger, connectRedis, parseFlags, StatsRecorder } from '../boot.js';
+import {
+  bootConfig,
+  componentLogger,
+  connectRedis,
+  parseFlags,
+  StatsRecorder,
+  workerShutdown,
+} from '../boot.js';
 import { JobBus } from '../bus.js';
 import { DownloaderConfigError } from '../config.js';
 import { DiskWatermark, realStatFs } from './disk.js';
@@ -144,44 +149,20 @@ export async function main(argv: string[], io: CliIo): Promise<number | Service>
       instance: bus.instanceId,
     });
 
-  let resolveDone: (code: number) => void = () => undefined;
-  const done = new Promise<number>((resolve) => (resolveDone = resolve));
-  let drained = { finished: 0, requeued: 0 };
-  const close = once(async () => {
-    clearInterval(diskTimer);
-    clearInterval(sweepTimer);
-    const failed = await runShutdownSteps(
-      [
-        {
-          name: 'drain',
-          run: async () => void (drained = await processor.drain(p.shutdownGraceMs)),
-          timeoutMs: p.shutdownGraceMs + 3000,
-        },
-        {
-          name: 'stats',
-          run: async () => {
-            stats.stop();
-            await stats.flush();
-          },
-          timeoutMs: 1000,
-        },
-        { name: 'limiters', run: () => limiters.disconnect(), timeoutMs: 1000 },
-        { name: 'metrics', run: () => admin?.close(), timeoutMs: 1000 },
-        {
-          name: 'redis',
-          run: async () => {
-            await subscriber.quit();
-            await redis.quit();
-          },
-          timeoutMs: 1000,
-        },
-      ],
-      logger,
-    );
-    logger.info('processor_stopped', { ...drained, failed_steps: failed });
-    const code = failed.length === 0 ? 0 : 1;
-    resolveDone(code);
-    return code;
+  const { close, done } = workerShutdown({
+    component: 'processor',
+    drain: () => {
+      clearInterval(diskTimer);
+      clearInterval(sweepTimer);
+      return processor.drain(p.shutdownGraceMs);
+    },
+    drainTimeoutMs: p.shutdownGraceMs + 3000,
+    stats,
+    release: [{ name: 'limiters', run: () => limiters.disconnect(), timeoutMs: 1000 }],
+    admin,
+    redis,
+    subscriber,
+    logger,
   });
   return {
     close: () => close(),
