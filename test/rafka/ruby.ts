@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { createTopics, startRafka } from '../helpers/rafka.js';
+import { createTopics, startRafka, testConfig } from '../helpers/rafka.js';
 import { eventually } from '../helpers/net.js';
 import { kafkaClient, uniqueId } from '../helpers/services.js';
 
@@ -35,7 +35,11 @@ interface Report {
 }
 
 t.test('rafka-rb producer, consumer, batch consumer and stats flows (scenario 14)', async (t) => {
-  const rafka = await startRafka(t);
+  // The file says `latest`; the consumer's own JSON says `earliest`, so consuming what was
+  // produced before it joined shows the JSON took effect.
+  const config = testConfig();
+  config.consumer = { ...config.consumer, 'auto.offset.reset': 'latest' };
+  const rafka = await startRafka(t, { config });
   const [topic] = await createTopics(t, 1, 2);
   const group = uniqueId('ruby');
   const count = 40;

@@ -56,8 +56,10 @@ report['flush'] = wrap_errors { Integer(producer.dump(5000.to_s)) }
 report['produce_error'] = error_of { wrap_errors { producer.rpushx('topics:', 'x') } }
 report['producer_quit'] = producer.quit
 
-# Consumer: `<group>:<id>` as the connection name, BLPOP on `topics:<topic>`, one ack per message.
+# Consumer: `<group>:<id>` as the connection name, BLPOP on `topics:<topic>` with its own
+# librdkafka settings appended as JSON (rafka-rb's `librdkafka:` option), one ack per message.
 consumer_id = "#{group}:ruby-1"
+blpop_key = "topics:#{topic}:#{{ 'auto.offset.reset' => 'earliest' }.to_json}"
 consumer = Redis.new(host: host, port: port, id: consumer_id, reconnect_attempts: 0)
 report['name'] = consumer.call(%i[client getname])
 consumed = []
@@ -65,7 +67,7 @@ acks = []
 timeouts = 0
 deadline = Time.now + 60
 while consumed.size < count / 2 && Time.now < deadline
-  reply = wrap_errors { consumer.blpop("topics:#{topic}", timeout: 5) }
+  reply = wrap_errors { consumer.blpop(blpop_key, timeout: 5) }
   if reply.nil?
     timeouts += 1
     next
@@ -81,7 +83,7 @@ end
 # holding the highest offset of the batch.
 batch = []
 while consumed.size + batch.size < count && Time.now < deadline
-  reply = wrap_errors { consumer.blpop("topics:#{topic}", timeout: 0.3) }
+  reply = wrap_errors { consumer.blpop(blpop_key, timeout: 0.3) }
   batch << parse_message(reply) unless reply.nil?
 end
 batch_acks = batch.group_by { |m| [m['topic'], m['partition']] }.map do |(t, p), messages|
@@ -95,7 +97,7 @@ report['timeouts_while_joining'] = timeouts
 
 # An idle BLPOP with a float timeout is nil after about that long.
 started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-idle = wrap_errors { consumer.blpop("topics:#{topic}", timeout: 0.3) }
+idle = wrap_errors { consumer.blpop(blpop_key, timeout: 0.3) }
 report['idle'] = { 'reply' => idle,
                    'seconds' => Process.clock_gettime(Process::CLOCK_MONOTONIC) - started }
 
