@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { createTopics, startRafka, testConfig } from '../helpers/rafka.js';
+import { createTopics, readTopic, startRafka, testConfig } from '../helpers/rafka.js';
 import { eventually } from '../helpers/net.js';
 import { kafkaClient, uniqueId } from '../helpers/services.js';
 
@@ -63,6 +63,12 @@ t.test('rafka-rb producer, consumer, batch consumer and stats flows (scenario 14
     message: 'Local: Invalid argument or configuration',
   });
   t.equal(report.producer_quit, 'OK');
+  const records = await readTopic(topic, count);
+  t.equal(records.length, count, 'every produced message is in Kafka');
+  for (const key of ['key-0', 'key-1', 'key-2']) {
+    const partitions = new Set(records.filter((r) => r.key === key).map((r) => r.partition));
+    t.equal(partitions.size, 1, `${key}: its messages share one partition`);
+  }
 
   t.equal(report.name, `${group}:ruby-1`, 'redis-rb named the connection on connect');
   t.equal(report.consumed.length, count, 'every message consumed once');
