@@ -87,10 +87,10 @@ t.test(
     await kafka.stop();
     const outageStart = ids.length;
     await send(20);
-    await eventually(
-      async () => (await readyz(app.admin)).sinks.rafka?.state === 'unhealthy',
-      30_000,
-    );
+    // The sink's probe is PING (§2), which rafka answers with Kafka down, so `unhealthy` lasts
+    // only one backoff step before `replaying`; polling /readyz can miss it. The transition's
+    // log line cannot be missed.
+    await app.cli.waitForLine(/^(?=.*"msg":"sink_unhealthy")(?=.*"sink":"rafka")/, 30_000);
     const retries = await metric(app.admin, 'scratchd_sink_write_errors_total', {
       sink: 'rafka',
       reason: 'retryable',
