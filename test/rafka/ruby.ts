@@ -70,6 +70,7 @@ t.test('rafka-rb producer, consumer, batch consumer and stats flows (scenario 14
     t.equal(partitions.size, 1, `${key}: its messages share one partition`);
   }
 
+  t.comment(`${report.timeouts_while_joining} BLPOP timeout(s) while the group formed`);
   t.equal(report.name, `${group}:ruby-1`, 'redis-rb named the connection on connect');
   t.equal(report.consumed.length, count, 'every message consumed once');
   t.same(
