@@ -3,7 +3,8 @@
  * broker on 9092 must never be touched. It runs from the jars `scripts/services.sh up kafka`
  * cached, with the same server.properties template, on free loopback ports and a temp data dir.
  * Teardown always kills it, and a watchdog kills it too should the test process die first. A
- * class-data archive in the temp dir (about 45 MB, made by the first clean stop) halves later boots.
+ * class-data archive in the temp dir (about 45 MB, made by the first clean stop) halves later
+ * boots.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
