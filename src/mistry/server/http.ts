@@ -399,6 +399,9 @@ export class MistryHttp {
       stopReading();
       builds.touch(dir);
     };
+    // A client gone during the stat has had its 'close' already; the reader must not outlive it,
+    // or GC would keep the build for ever.
+    if (res.closed) return release();
     res.once('close', release);
     res.writeHead(200, { 'Content-Type': 'application/x-tar' });
     const counted = (chunk: Buffer): void =>
