@@ -240,7 +240,7 @@ export class KafkajsPort implements KafkaPort {
     return results;
   }
 
-  /** One kafkajs send of `records[i]` for each `i` in `indexes`, all of one topic. */
+  /** One kafkajs send of `records[i]` for each `i` in `indexes`, all of one partition. */
   private async sendChunk(
     records: readonly ProduceRecord[],
     indexes: readonly number[],
